@@ -1,0 +1,119 @@
+"""Make lm-eval 0.4.13 find our tasks and model without ``--include_path``.
+
+lm-eval 0.4.13 loads no plugins. ``lm_eval_longctx.pth`` imports this module at interpreter
+start-up; it only installs a post-import hook, so nothing is imported until lm_eval itself
+is. When ``lm_eval.tasks.manager`` is imported, ``TaskManager`` learns our task folder;
+when ``lm_eval.api.registry`` is imported, ``hf-longctx`` is registered as a lazy entry.
+Each hook steps aside when that lm-eval module loads entry points itself, and any failure
+here is swallowed: a broken hook must never break start-up of an unrelated program.
+Set ``LM_EVAL_LONGCTX_NO_AUTOLOAD=1`` to switch it off.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import os
+import sys
+
+
+def _loads_entry_points(module) -> bool:
+    """True when lm-eval's own module discovers plugins (newer releases than 0.4.13)."""
+    path = getattr(module, "__file__", None)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return "entry_points(" in fh.read()
+    except (OSError, TypeError):
+        return False
+
+
+def _patch_task_manager(module) -> None:
+    from lm_eval_longctx.registration import with_our_tasks
+
+    manager_cls = getattr(module, "TaskManager", None)
+    if manager_cls is None or getattr(manager_cls, "_longctx_patched", False):
+        return
+    if _loads_entry_points(module):
+        return
+    original_init = manager_cls.__init__
+
+    def __init__(self, verbosity=None, include_path=None, include_defaults=True, metadata=None):
+        if include_defaults:
+            include_path = with_our_tasks(include_path)
+        original_init(self, verbosity, include_path, include_defaults, metadata)
+
+    __init__.__doc__ = original_init.__doc__
+    __init__.__wrapped__ = original_init
+    manager_cls.__init__ = __init__
+    manager_cls._longctx_patched = True
+
+
+def _register_model(module) -> None:
+    from lm_eval_longctx.registration import MODEL_NAME, MODEL_TARGET
+
+    registry = getattr(module, "model_registry", None)
+    if registry is None or _loads_entry_points(module) or MODEL_NAME in registry:
+        return
+    registry.register(MODEL_NAME, target=MODEL_TARGET)
+
+
+_HOOKS = {
+    "lm_eval.tasks.manager": _patch_task_manager,
+    "lm_eval.api.registry": _register_model,
+}
+
+
+class _HookedLoader(importlib.abc.Loader):
+    def __init__(self, loader, hook):
+        self._loader = loader
+        self._hook = hook
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        try:
+            self._hook(module)
+        except Exception:  # never let our hook break lm-eval itself
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+
+class _PostImportFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        hook = _HOOKS.get(fullname)
+        if hook is None:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        spec.loader = _HookedLoader(spec.loader, hook)
+        return spec
+
+
+def install() -> None:
+    """Install the post-import hooks once (a no-op if already installed or switched off)."""
+    if os.environ.get("LM_EVAL_LONGCTX_NO_AUTOLOAD"):
+        return
+    if any(isinstance(f, _PostImportFinder) for f in sys.meta_path):
+        return
+    for name, hook in _HOOKS.items():
+        module = sys.modules.get(name)
+        if module is not None:  # imported before us (e.g. installed mid-session)
+            try:
+                hook(module)
+            except Exception:
+                pass
+    sys.meta_path.insert(0, _PostImportFinder())
+
+
+install()

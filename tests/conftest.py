@@ -1,0 +1,142 @@
+"""Offline fixtures: two tiny tokenizer families and a tiny Llama model built on the spot."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+LLAMA2_CHAT = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
+    "{% else %} {{ m['content'] }} {{ eos_token }}{% endif %}{% endfor %}"
+)
+
+
+def _corpus() -> list[str]:
+    """Text shaped like our prompts, so the tiny tokenizers learn multi-character hex and words."""
+    rng = random.Random(0)
+    hexd = "0123456789abcdef"
+    lines = []
+    for _ in range(3000):
+        key = "".join(rng.choice(hexd) for _ in range(8))
+        value = "".join(rng.choice(hexd) for _ in range(4))
+        lines.append(f"'{key}' = '{value}'")
+    lines += [
+        "## UUID key/value pairs to remember:",
+        "What is the value of the key? [INST] [/INST]",
+        "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.",
+        "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them.",
+        "The pass key is 12345. Remember it. 12345 is the pass key. What is the pass key?",
+        "Question: What's the title of this paper? Extending Context Window of Large Language Models",
+    ] * 20
+    return lines
+
+
+def _byte_level_bpe():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(_corpus(), trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        bos_token="<|im_start|>",
+        pad_token="<|endoftext|>",
+    )
+    fast.chat_template = CHATML
+    return fast
+
+
+def _sentencepiece_style():
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.pre_tokenizer = None
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    trainer = trainers.BpeTrainer(vocab_size=640, special_tokens=["<unk>", "<s>", "</s>"], max_token_length=8)
+    tok.train_from_iterator(_corpus(), trainer)
+    # Byte-fallback pieces are ordinary vocabulary in SentencePiece, not special tokens.
+    state = json.loads(tok.to_str())
+    vocab = state["model"]["vocab"]
+    for i in range(256):
+        vocab.setdefault(f"<0x{i:02X}>", len(vocab))
+    tok = Tokenizer.from_str(json.dumps(state))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>"
+    )
+    fast.chat_template = LLAMA2_CHAT
+    return fast
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer_dir(tmp_path_factory):
+    """A byte-level BPE tokenizer that adds no BOS (GPT-2/SmolLM2 family), saved offline."""
+    path = tmp_path_factory.mktemp("bpe_tok")
+    _byte_level_bpe().save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def sp_tokenizer_dir(tmp_path_factory):
+    """A SentencePiece-style tokenizer (Metaspace, byte fallback) that adds BOS (Llama family)."""
+    path = tmp_path_factory.mktemp("sp_tok")
+    _sentencepiece_style().save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session", params=["bpe", "sp"])
+def tokenizer_dir(request, bpe_tokenizer_dir, sp_tokenizer_dir):
+    """Both tokenizer families, one after the other."""
+    return bpe_tokenizer_dir if request.param == "bpe" else sp_tokenizer_dir
+
+
+def make_tiny_llama(path, tokenizer_dir, max_position_embeddings=512, seed=0, **config_overrides):
+    """Save a tiny random Llama (2 layers, 32 wide) with the given tokenizer into ``path``."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_position_embeddings,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **config_overrides,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, bpe_tokenizer_dir):
+    """A tiny random Llama with the byte-level BPE tokenizer and a 512-token native window."""
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), bpe_tokenizer_dir)
