@@ -3,7 +3,7 @@
 lm-eval 0.4.13 loads no plugins. ``lm_eval_longctx.pth`` imports this module at interpreter
 start-up; it only installs a post-import hook, so nothing is imported until lm_eval itself
 is. When ``lm_eval.tasks.manager`` is imported, ``TaskManager`` learns our task folder;
-when ``lm_eval.api.registry`` is imported, ``hf-longctx`` is registered as a lazy entry.
+when ``lm_eval.models`` is imported, ``hf-longctx`` is registered as a lazy entry.
 Each hook steps aside when that lm-eval module loads entry points itself, and any failure
 here is swallowed: a broken hook must never break start-up of an unrelated program.
 Set ``LM_EVAL_LONGCTX_NO_AUTOLOAD=1`` to switch it off.
@@ -47,18 +47,45 @@ def _patch_task_manager(module) -> None:
     manager_cls._longctx_patched = True
 
 
-def _register_model(module) -> None:
+def _register_model(models_module) -> None:
+    # Hooked on lm_eval.models, not the registry: lm-eval imports its built-in models only
+    # while the registry is empty, so registering earlier would hide them.
+    from lm_eval.api import registry as registry_module
+
     from lm_eval_longctx.registration import MODEL_NAME, MODEL_TARGET
 
-    registry = getattr(module, "model_registry", None)
-    if registry is None or _loads_entry_points(module) or MODEL_NAME in registry:
+    registry = registry_module.model_registry
+    if _loads_entry_points(registry_module) or MODEL_NAME in registry:
         return
     registry.register(MODEL_NAME, target=MODEL_TARGET)
 
 
+def _patch_cli(module) -> None:
+    # Our errors are user mistakes with a message that says the fix: print that, not a
+    # traceback through lm-eval's internals.
+    harness = getattr(module, "HarnessCLI", None)
+    if harness is None or getattr(harness, "_longctx_patched", False):
+        return
+    original_execute = harness.execute
+
+    def execute(self, args):
+        from lm_eval_longctx.errors import LongCtxError
+
+        try:
+            return original_execute(self, args)
+        except LongCtxError as exc:
+            sys.stderr.write(f"lm-eval-longctx error: {exc}\n")
+            raise SystemExit(2) from None
+
+    execute.__wrapped__ = original_execute
+    harness.execute = execute
+    harness._longctx_patched = True
+
+
 _HOOKS = {
     "lm_eval.tasks.manager": _patch_task_manager,
-    "lm_eval.api.registry": _register_model,
+    "lm_eval.models": _register_model,
+    "lm_eval._cli.harness": _patch_cli,
 }
 
 

@@ -1,3 +1,221 @@
+"""lm-eval glue: the functions our task YAMLs point at with ``!function``.
+
+``*_dataset`` build (or read from cache) the records for the grid in ``--metadata``;
+``process_*`` score one answer into lm-eval metrics, overall and per length and depth;
+``LongCtxTask`` declares those per-cell metrics and refuses runs that would score a prompt
+other than the one generated (a left-truncated context, an unexpected chat template).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
 import datasets
-def kv_dataset(**kw):
-    return {"test": datasets.Dataset.from_list([{"prompt": "a", "answer": "b"}])}
+from lm_eval.api.metrics import mean
+from lm_eval.api.task import ConfigurableTask
+
+from lm_eval_longctx import scoring, window
+from lm_eval_longctx.cache import cache_key, cached_records
+from lm_eval_longctx.errors import LongCtxError
+from lm_eval_longctx.spec import GridSpec
+from lm_eval_longctx.tokens import PromptCounter, load_tokenizer
+
+log = logging.getLogger("lm_eval_longctx")
+
+# Bump when a generator's output changes for the same inputs: old cache entries then miss.
+GENERATOR_VERSION = 1
+
+BEYOND = "beyond_window"
+
+
+def metric_name(base: str, length: int | None = None, depth: float | None = None) -> str:
+    """Return the per-cell metric name: ``exact_len_4096``, ``exact_depth_0.5``."""
+    if length is not None:
+        return f"{base}_len_{length}"
+    if depth is not None:
+        return f"{base}_depth_{depth:g}"
+    return base
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def build_dataset(task: str, metadata: dict, generate, default_lengths=None) -> dict:
+    """Return ``{"test": Dataset}`` of ``task``'s records for the grid in ``metadata``."""
+    kwargs = {} if default_lengths is None else {"default_lengths": default_lengths}
+    spec = GridSpec.from_metadata(metadata, task, **kwargs)
+    counter = PromptCounter(load_tokenizer(spec.tokenizer), spec.chat_template, spec.tokenizer.add_bos_token)
+    material = {
+        "task": task,
+        "generator_version": GENERATOR_VERSION,
+        "tokenizer": counter.fingerprint(),
+        **spec.key_fields(),
+    }
+
+    def build():
+        return generate(spec, counter, _progress(task, spec))
+
+    records, path = cached_records(task, material, build)
+    log.info("%s: %d prompts from %s", task, len(records), path)
+    dataset = datasets.Dataset.from_list(records)
+    dataset.info.description = f"{task} data, key {cache_key(material)[:32]}"
+    return {"test": dataset}
+
+
+def _progress(task: str, spec: GridSpec):
+    """Return a callback that advances a progress bar by one prompt (shown after 1 s only)."""
+    from tqdm.auto import tqdm
+
+    total_tokens = sum(spec.max_seq_lengths) * len(spec.depths) * spec.num_samples
+    bar = tqdm(total=total_tokens, desc=f"Building {task} prompts", unit="tok", unit_scale=True, delay=1.0)
+
+    def advance(tokens: int) -> None:
+        bar.update(tokens)
+        if bar.n >= bar.total:
+            bar.close()
+
+    return advance
+
+
+def kv_dataset(**metadata) -> dict:
+    """``custom_dataset`` of ``longctx_kv``."""
+    from lm_eval_longctx.haystack import generate_kv
+
+    return build_dataset("longctx_kv", metadata, generate_kv)
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def count(items: list[float]) -> float:
+    """Aggregation of the beyond-window flags: how many samples the model could not take."""
+    return float(sum(items))
+
+
+def _cell_metrics(doc: dict, scores: dict[str, float]) -> dict[str, float]:
+    """Return ``scores`` overall, per length and per depth, plus the beyond-window count."""
+    length, depth = doc["max_seq_length"], doc.get("depth")
+    out = {BEYOND: 0.0, **scores}
+    for base, value in scores.items():
+        out[metric_name(base, length=length)] = value
+        if depth is not None:
+            out[metric_name(base, depth=depth)] = value
+    return out
+
+
+def _beyond_window(doc: dict, score_names: tuple[str, ...]) -> dict[str, float]:
+    # The model could not take the prompt: it counts as failed overall ("no chance"), is
+    # counted in beyond_window, and leaves its length/depth cells without a score.
+    out = {name: 0.0 for name in score_names}
+    out[BEYOND] = 1.0
+    out[metric_name(BEYOND, length=doc["max_seq_length"])] = 1.0
+    return out
+
+
+def process_kv(doc: dict, results: list[str]) -> dict[str, float]:
+    """Score one ``longctx_kv`` answer: ``exact`` and ``contains``."""
+    answer = results[0]
+    if answer == window.BEYOND_WINDOW:
+        return _beyond_window(doc, ("exact", "contains"))
+    return _cell_metrics(
+        doc,
+        {"exact": scoring.kv_exact(answer, doc["answer"]), "contains": scoring.kv_contains(answer, doc["answer"])},
+    )
+
+
+# --------------------------------------------------------------------------- task class
+
+
+class _SameCountWarningFilter(logging.Filter):
+    """Drop lm-eval's "not scored on the same number of documents" warning for our tasks.
+
+    Our per-length and per-depth metrics cover a subset of the documents by design, and the
+    group score aggregates only metrics every document has, so the warning's concern
+    (mis-weighted group scores) does not apply to them.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("[longctx_") and "not scored on the same number" in message)
+
+
+logging.getLogger("lm_eval.evaluator_utils").addFilter(_SameCountWarningFilter())
+
+
+class LongCtxTask(ConfigurableTask):
+    """A ConfigurableTask whose metric list follows the generated grid."""
+
+    def __init__(self, config: dict | None = None, **kwargs):
+        config = {k: v for k, v in (config or {}).items() if k != "class"}
+        super().__init__(config=config, **kwargs)
+        docs = self.dataset[self.config.test_split]
+        self._grid_key = docs.info.description or ""
+        score_names = [m["metric"] for m in self.config.metric_list if m["metric"] != BEYOND]
+        lengths = sorted(set(docs["max_seq_length"]))
+        depths = sorted(set(docs["depth"])) if "depth" in docs.column_names else []
+        for base in score_names:
+            for name in [metric_name(base, length=n) for n in lengths] + [metric_name(base, depth=d) for d in depths]:
+                self._aggregation_list[name] = mean
+                self._higher_is_better[name] = True
+        for n in lengths:
+            self._aggregation_list[metric_name(BEYOND, length=n)] = count
+            self._higher_is_better[metric_name(BEYOND, length=n)] = False
+        self._check_window(lengths)
+
+    def _check_window(self, lengths: list[int]) -> None:
+        """Refuse lengths that lm-eval's stock ``hf`` model would cut from the left."""
+        if window.marking_model_window() is not None:
+            return  # hf-longctx is loaded: it marks such prompts beyond the window instead
+        metadata = self.config.metadata or {}
+        limit, source = window.stock_hf_window(metadata)
+        if limit is None:
+            return
+        room = limit - int((self.config.generation_kwargs or {}).get("max_gen_toks", 256))
+        too_long = [n for n in lengths if n > room]
+        if too_long:
+            raise LongCtxError(
+                f"{self.config.task}: prompts of {too_long} tokens do not fit the model's window of "
+                f"{limit} tokens ({source}) with room for the answer; lm-eval's hf model would cut "
+                f"them from the left without telling. Use --model hf-longctx (it applies rope_scaling "
+                f"and scores such prompts as beyond the window), pass a larger max_length, or keep "
+                f"max_seq_lengths at most {room}."
+            )
+
+    def fewshot_context(self, doc, num_fewshot, system_instruction=None, apply_chat_template=False, **kwargs):
+        if num_fewshot:
+            raise LongCtxError(
+                f"{self.config.task}: --num_fewshot {num_fewshot} would add examples to prompts built "
+                "to an exact length; run the longctx tasks zero-shot."
+            )
+        if system_instruction:
+            raise LongCtxError(
+                f"{self.config.task}: --system_instruction would add tokens to prompts built to an "
+                "exact length; drop it for the longctx tasks."
+            )
+        if bool(apply_chat_template) != bool(doc["chat_template"]):
+            given = "--apply_chat_template" if apply_chat_template else "no --apply_chat_template"
+            fix = (
+                '--metadata \'{"chat_template": true}\''
+                if apply_chat_template
+                else "--apply_chat_template (or drop chat_template from --metadata)"
+            )
+            raise LongCtxError(
+                f"{self.config.task}: prompts were built with chat_template={doc['chat_template']} but "
+                f"the run has {given}, so the model would see a different number of tokens than "
+                f"generated. Pass {fix}."
+            )
+        context = super().fewshot_context(
+            doc, num_fewshot, system_instruction=system_instruction, apply_chat_template=apply_chat_template, **kwargs
+        )
+        if not apply_chat_template and context != doc["prompt"]:
+            raise LongCtxError(
+                f"{self.config.task}: the context lm-eval built differs from the generated prompt "
+                "(a description, gen_prefix or delimiter was added in the task config); remove it."
+            )
+        return context
+
+    def build_all_requests(self, *, tokenizer_name: str = "", **kwargs) -> None:
+        # lm-eval's request cache key ignores metadata; without the grid key, --cache_requests
+        # would reuse prompts built for other lengths or another tokenizer.
+        return super().build_all_requests(tokenizer_name=f"{tokenizer_name}-{self._grid_key}", **kwargs)

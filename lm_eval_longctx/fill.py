@@ -1,0 +1,230 @@
+"""Assemble a prompt of exactly N tokens: head, filler units with a needle among them, tail.
+
+Cost is linear in N: filler units are measured in one batched tokenizer call, the prompt is
+assembled from those counts, and the whole prompt is tokenized once to verify. Units are
+measured in context (after ``anchor``), so for most tokenizers that first check is exact;
+where tokens merge across unit boundaries the measured difference is fed back and the tail
+of the filler is re-solved, a bounded number of times. A prompt that cannot be made exact
+raises; it is never returned a few tokens off.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lm_eval_longctx.errors import LongCtxError
+from lm_eval_longctx.tokens import PromptCounter
+
+MAX_CORRECTIONS = 4
+MAX_FILL_UNITS = 16
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The fixed parts of a prompt and how its filler units join.
+
+    ``head + units[:i] + needle + units[i:] + tail`` is the prompt content; every unit and
+    the needle follow text that ends with ``anchor``.
+    """
+
+    head: str
+    needle: str
+    tail: str
+    anchor: str
+
+
+@dataclass(frozen=True)
+class Assembled:
+    """An exact-length prompt and where its needle landed."""
+
+    prompt: str
+    target_tokens: int
+    actual_tokens: int
+    needle_token_offset: int
+    filler_tokens_before_needle: int
+    filler_tokens: int
+
+
+def minimum_tokens(counter: PromptCounter, layout: Layout) -> int:
+    """Return the token count of the prompt with no filler at all."""
+    return counter.count(layout.head + layout.needle + layout.tail)
+
+
+def assemble(
+    counter: PromptCounter,
+    layout: Layout,
+    target_tokens: int,
+    depth: float,
+    draw_units: Callable[[int], list[str]],
+    what: str,
+) -> Assembled:
+    """Return a prompt of exactly ``target_tokens`` tokens with the needle at ``depth``.
+
+    ``depth`` is the fraction of filler tokens that precede the needle (0: right after the
+    head, 1: right before the tail). ``draw_units(n)`` returns the next ``n`` filler units of
+    a deterministic stream. ``what`` names the task in error messages.
+    """
+    fixed = minimum_tokens(counter, layout)
+    if target_tokens < fixed:
+        raise LongCtxError(
+            f"{what}: length {target_tokens} is too small: the fixed parts of the prompt (header, "
+            f"needle and question, with BOS and chat template if used) already take {fixed} tokens "
+            f"with this tokenizer. Use lengths of at least {fixed} in max_seq_lengths."
+        )
+    budget = target_tokens - fixed
+    units, lengths, spares = _fill_bulk(counter, layout.anchor, budget, draw_units)
+
+    for _ in range(MAX_CORRECTIONS + 1):
+        tail_units = _solve_tail(counter, layout.anchor, budget, units, lengths, spares, draw_units)
+        if tail_units is None:
+            raise LongCtxError(
+                f"{what}: cannot reach exactly {target_tokens} tokens with this tokenizer: no "
+                f"combination of filler units adds the last tokens (every unit it produced "
+                f"tokenizes to one of {sorted(spares)} tokens). Try a length a few tokens away."
+            )
+        filler = units + [u for u, _ in tail_units]
+        filler_lengths = lengths + [n for _, n in tail_units]
+        result = _place_and_verify(counter, layout, filler, filler_lengths, depth, target_tokens)
+        if result.actual_tokens == target_tokens:
+            return result
+        # Tokens merged (or split) across unit boundaries: shift the budget by the measured
+        # difference, put the tail units back, and solve the tail again.
+        budget -= result.actual_tokens - target_tokens
+        for unit, n in tail_units:
+            spares[n].append(unit)
+    raise LongCtxError(
+        f"{what}: could not make the prompt exactly {target_tokens} tokens: this tokenizer "
+        f"merges tokens across filler boundaries unpredictably (last attempt had "
+        f"{result.actual_tokens}). Try another length, or report the tokenizer as a bug."
+    )
+
+
+def _fill_bulk(counter: PromptCounter, anchor: str, budget: int, draw_units):
+    """Take filler units in stream order while they fit; return them, their lengths, spares."""
+    units: list[str] = []
+    lengths: list[int] = []
+    spares: dict[int, list[str]] = defaultdict(list)
+    total = 0
+    probe = draw_units(64)
+    probe_lengths = counter.piece_lengths(probe, anchor)
+    mean = max(1.0, sum(probe_lengths) / len(probe_lengths))
+    batch, batch_lengths = probe, probe_lengths
+    while True:
+        for unit, n in zip(batch, batch_lengths):
+            if total + n <= budget:
+                units.append(unit)
+                lengths.append(n)
+                total += n
+            else:
+                spares[n].append(unit)
+                return units, lengths, spares
+        # Draw about what is still missing, plus a margin, in one batched call.
+        batch = draw_units(int((budget - total) / mean * 1.05) + 16)
+        batch_lengths = counter.piece_lengths(batch, anchor)
+
+
+def _solve_tail(counter, anchor, budget, units, lengths, spares, draw_units):
+    """Trim or extend the bulk so a few units can fill the rest exactly; return those units.
+
+    ``units``/``lengths`` (the bulk, in stream order) and ``spares`` are updated in place.
+    """
+    bulk_tokens = sum(lengths)
+    longest = max([*lengths, *spares])
+    # Leave room so the exact fill has a few units to choose from; a discrepancy found on
+    # verification can move the remainder either way.
+    while units and budget - bulk_tokens < 2 * longest:
+        spares[lengths[-1]].append(units.pop())
+        bulk_tokens -= lengths.pop()
+    while budget - bulk_tokens > 4 * longest:
+        unit, n = _take_spare(spares) or _draw_one(counter, anchor, draw_units)
+        units.append(unit)
+        lengths.append(n)
+        bulk_tokens += n
+    remainder = budget - bulk_tokens
+    tail_units = _exact_fill(counter, anchor, remainder, spares, draw_units)
+    while tail_units is None and units and remainder < 8 * longest:
+        # A gap between k and k+1 units (37 tokens from units of 14-18, say): give the exact
+        # fill one more unit's worth of room.
+        spares[lengths[-1]].append(units.pop())
+        remainder += lengths.pop()
+        tail_units = _exact_fill(counter, anchor, remainder, spares, draw_units)
+    return tail_units
+
+
+def _take_spare(spares):
+    """Pop any spare unit as ``(unit, tokens)``, or None when there is none."""
+    for n, pool in spares.items():
+        if pool:
+            return pool.pop(), n
+    return None
+
+
+def _draw_one(counter, anchor, draw_units):
+    unit = draw_units(1)[0]
+    return unit, counter.piece_lengths([unit], anchor)[0]
+
+
+def _exact_fill(counter, anchor, remainder, spares, draw_units):
+    """Return ``[(unit, tokens)]`` summing to exactly ``remainder`` tokens, or None."""
+    if remainder == 0:
+        return []
+    if remainder < 0:
+        return None
+    for _ in range(8):
+        combo = _solve(remainder, {n: len(us) for n, us in spares.items() if us and n > 0})
+        if combo is not None:
+            return [(spares[n].pop(), n) for n in combo]
+        extra = draw_units(64)  # more units may bring lengths that make the sum reachable
+        for unit, n in zip(extra, counter.piece_lengths(extra, anchor)):
+            spares[n].append(unit)
+    return None
+
+
+def _solve(remainder: int, available: dict[int, int]) -> list[int] | None:
+    """Return unit lengths (using each at most its available count) that sum to ``remainder``.
+
+    Breadth-first over sums, so the answer uses as few units as possible.
+    """
+    paths: dict[int, list[int]] = {0: []}
+    frontier = [0]
+    for _ in range(MAX_FILL_UNITS):
+        next_frontier = []
+        for total in frontier:
+            used = paths[total]
+            for n, count in sorted(available.items(), reverse=True):
+                s = total + n
+                if s > remainder or s in paths or used.count(n) >= count:
+                    continue
+                paths[s] = used + [n]
+                if s == remainder:
+                    return paths[s]
+                next_frontier.append(s)
+        frontier = next_frontier
+    return None
+
+
+def _place_and_verify(counter, layout, filler, filler_lengths, depth, target_tokens) -> Assembled:
+    """Insert the needle at ``depth``, render, tokenize once, and report what came out."""
+    cumulative = [0]
+    for n in filler_lengths:
+        cumulative.append(cumulative[-1] + n)
+    wanted = depth * cumulative[-1]
+    index = min(range(len(cumulative)), key=lambda i: (abs(cumulative[i] - wanted), i))
+    before = "".join(filler[:index])
+    prompt = layout.head + before + layout.needle + "".join(filler[index:]) + layout.tail
+    rendered, ids, offsets = counter.encode(prompt)
+    content_start = rendered.index(prompt) if counter.chat_template else 0
+    needle_char = content_start + len(layout.head) + len(before)
+    ends = [end for _, end in offsets]
+    needle_token = bisect.bisect_right(ends, needle_char)
+    return Assembled(
+        prompt=prompt,
+        target_tokens=target_tokens,
+        actual_tokens=len(ids),
+        needle_token_offset=needle_token,
+        filler_tokens_before_needle=cumulative[index],
+        filler_tokens=cumulative[-1],
+    )

@@ -1,0 +1,159 @@
+"""The evaluation grid a user asks for through lm-eval's ``--metadata``, validated.
+
+lm-eval hands a task's ``custom_dataset`` every metadata key, model arguments included
+(``pretrained``, ``batch_size``...). ``GridSpec.from_metadata`` picks ours, checks each one
+and says exactly what was wrong and what to write instead.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from lm_eval_longctx.errors import LongCtxError
+from lm_eval_longctx.tokens import TokenizerSource
+
+PROMPT_STYLES = ("plain", "llama2_inst")
+DEFAULT_LENGTHS = (512, 1024, 2048)
+DEFAULT_DEPTHS = (0.0, 0.5, 1.0)
+DEFAULT_NUM_SAMPLES = 2
+DEFAULT_SEED = 1234
+
+EXAMPLE = '--metadata \'{"max_seq_lengths": [1024, 4096], "depths": [0, 0.5, 1], "num_samples": 4}\''
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """What to generate: lengths x depths x samples, in one prompt style and tokenizer."""
+
+    max_seq_lengths: tuple[int, ...] = DEFAULT_LENGTHS
+    depths: tuple[float, ...] = DEFAULT_DEPTHS
+    num_samples: int = DEFAULT_NUM_SAMPLES
+    seed: int = DEFAULT_SEED
+    prompt_style: str = "plain"
+    chat_template: bool = False
+    tokenizer: TokenizerSource | None = None
+
+    @classmethod
+    def from_metadata(cls, metadata: dict, task: str, default_lengths=DEFAULT_LENGTHS) -> GridSpec:
+        """Return the grid described by lm-eval metadata (model arguments included)."""
+        md = dict(metadata)
+        return cls(
+            max_seq_lengths=_lengths(md.get("max_seq_lengths", default_lengths), task),
+            depths=_depths(md.get("depths", DEFAULT_DEPTHS), task),
+            num_samples=_positive_int(md.get("num_samples", DEFAULT_NUM_SAMPLES), "num_samples", task),
+            seed=_int(md.get("seed", DEFAULT_SEED), "seed", task),
+            prompt_style=_prompt_style(md.get("prompt_style", "plain"), task),
+            chat_template=_bool(md.get("chat_template", False), "chat_template", task),
+            tokenizer=_tokenizer_source(md, task),
+        )
+
+    def key_fields(self) -> dict:
+        """Return the parameters that decide the generated data (for cache keys and provenance)."""
+        fields = asdict(self)
+        fields.pop("tokenizer")
+        return fields
+
+
+def _parse_list(value, name: str, task: str) -> list:
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text) if text.startswith("[") else [v for v in text.replace(";", ",").split(",")]
+        except json.JSONDecodeError:
+            raise LongCtxError(f"{task}: {name}={value!r} is not a list. Write it as {EXAMPLE}") from None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise LongCtxError(f"{task}: {name}={value!r} is not a list. Write it as {EXAMPLE}")
+    if not value:
+        raise LongCtxError(f"{task}: {name} is empty; give at least one value, e.g. {EXAMPLE}")
+    return list(value)
+
+
+def _lengths(value, task: str) -> tuple[int, ...]:
+    lengths = []
+    for item in _parse_list(value, "max_seq_lengths", task):
+        number = _int(item, "max_seq_lengths", task, whole=value)
+        if number <= 0:
+            raise LongCtxError(
+                f"{task}: max_seq_lengths={value!r} holds {number}; lengths are token counts and must "
+                f"be positive, e.g. {EXAMPLE}"
+            )
+        lengths.append(number)
+    return tuple(sorted(set(lengths)))
+
+
+def _depths(value, task: str) -> tuple[float, ...]:
+    depths = []
+    for item in _parse_list(value, "depths", task):
+        try:
+            depth = float(item)
+        except (TypeError, ValueError):
+            raise LongCtxError(f"{task}: depths={value!r} holds {item!r}, not a number in [0, 1]. {EXAMPLE}") from None
+        if not 0.0 <= depth <= 1.0:
+            raise LongCtxError(
+                f"{task}: depths={value!r} holds {depth}, outside [0, 1]. A depth is the fraction of the "
+                f"haystack before the needle: 0 = top, 1 = bottom. {EXAMPLE}"
+            )
+        depths.append(depth)
+    return tuple(sorted(set(depths)))
+
+
+def _int(value, name: str, task: str, whole=None) -> int:
+    shown = value if whole is None else whole
+    if isinstance(value, bool):
+        raise LongCtxError(f"{task}: {name}={shown!r} must be an integer, e.g. {EXAMPLE}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise LongCtxError(f"{task}: {name}={shown!r} holds {value}, not a whole number, e.g. {EXAMPLE}")
+        return int(value)
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise LongCtxError(f"{task}: {name}={shown!r} holds {value!r}, not an integer, e.g. {EXAMPLE}") from None
+
+
+def _positive_int(value, name: str, task: str) -> int:
+    number = _int(value, name, task)
+    if number < 1:
+        raise LongCtxError(f"{task}: {name}={value!r} must be at least 1, e.g. {EXAMPLE}")
+    return number
+
+
+def _bool(value, name: str, task: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", "none", ""):
+        return False
+    raise LongCtxError(f"{task}: {name}={value!r} must be true or false")
+
+
+def _prompt_style(value, task: str) -> str:
+    if value not in PROMPT_STYLES:
+        raise LongCtxError(
+            f"{task}: prompt_style={value!r} is not one of {list(PROMPT_STYLES)}; "
+            '--metadata \'{"prompt_style": "llama2_inst"}\' wraps the prompt as [INST] ... [/INST].'
+        )
+    return value
+
+
+def _tokenizer_source(md: dict, task: str) -> TokenizerSource:
+    name = md.get("tokenizer") or md.get("pretrained")
+    if not name or not isinstance(name, str):
+        raise LongCtxError(
+            f"{task}: no tokenizer to build prompts with. The tasks build prompts in the model's own "
+            "tokens: pass pretrained=DIR in --model_args, or --metadata '{\"tokenizer\": \"DIR\"}'."
+        )
+    uses_model = not md.get("tokenizer")
+    add_bos = md.get("add_bos_token")
+    return TokenizerSource(
+        name=name,
+        gguf_file=md.get("gguf_file") if uses_model else md.get("tokenizer_gguf_file"),
+        revision=md.get("revision") if uses_model else None,
+        trust_remote_code=_bool(md.get("trust_remote_code", False), "trust_remote_code", task),
+        add_bos_token=None if add_bos is None else _bool(add_bos, "add_bos_token", task),
+    )

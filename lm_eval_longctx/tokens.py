@@ -1,0 +1,131 @@
+"""Count tokens exactly as lm-eval's Hugging Face model will feed them to the model.
+
+lm-eval's ``hf`` model encodes a generation context with ``tokenizer(text)``, adding the
+tokenizer's special tokens (BOS for Llama-style tokenizers) unless the text already starts
+with the BOS string or ``add_bos_token`` was given. With ``--apply_chat_template`` it first
+renders the user turn through the tokenizer's chat template. ``PromptCounter`` reproduces
+both, so a prompt built to N tokens here is N tokens on the model's side.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass
+
+from lm_eval_longctx.errors import LongCtxError
+
+
+@dataclass(frozen=True)
+class TokenizerSource:
+    """Where to load a tokenizer from: the same arguments lm-eval's ``hf`` model uses."""
+
+    name: str
+    gguf_file: str | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+    add_bos_token: bool | None = None
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(source: TokenizerSource):
+    """Return the Hugging Face tokenizer for ``source`` (cached per process)."""
+    from transformers import AutoTokenizer
+
+    kwargs = {"trust_remote_code": source.trust_remote_code}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    if source.revision:
+        kwargs["revision"] = source.revision
+    if source.add_bos_token is not None:
+        kwargs["add_bos_token"] = source.add_bos_token
+    try:
+        return AutoTokenizer.from_pretrained(source.name, **kwargs)
+    except Exception as exc:  # transformers raises OSError, ValueError, HF hub errors...
+        raise LongCtxError(
+            f"could not load the tokenizer {source.name!r}"
+            + (f" (gguf_file={source.gguf_file!r})" if source.gguf_file else "")
+            + f": {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\n"
+            "The longctx tasks build prompts in the evaluated model's own tokens, so they need its "
+            "tokenizer. Pass a local model folder as pretrained=DIR in --model_args, or name one with "
+            '--metadata \'{"tokenizer": "/path/to/model_or_tokenizer"}\'.'
+        ) from None
+
+
+class PromptCounter:
+    """Token counts of prompts as the model receives them from lm-eval."""
+
+    def __init__(self, tokenizer, chat_template: bool = False, add_bos_token: bool | None = None):
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template
+        self.add_bos_token = add_bos_token
+        self._backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+        if chat_template and not getattr(tokenizer, "chat_template", None):
+            raise LongCtxError(
+                f"chat_template=true, but the tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat "
+                "template. Drop chat_template from --metadata (and --apply_chat_template), or use a "
+                "tokenizer that defines one."
+            )
+
+    def render(self, content: str) -> str:
+        """Return the string lm-eval tokenizes for a user turn ``content``."""
+        if not self.chat_template:
+            return content
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}],
+            tokenize=False,
+            add_generation_prompt=True,
+            continue_final_message=False,
+        )
+
+    def _adds_special_tokens(self, text: str) -> bool:
+        # Mirrors HFLM.tok_batch_encode: no special tokens if the text already starts with BOS.
+        bos = getattr(self.tokenizer, "bos_token", None)
+        if bos and text.startswith(bos):
+            return False
+        return True if self.add_bos_token is None else self.add_bos_token
+
+    def encode(self, content: str):
+        """Return ``(rendered_text, token_ids, offsets)`` for the prompt ``content``."""
+        text = self.render(content)
+        special = self._adds_special_tokens(text)
+        if self._backend is not None:
+            enc = self._backend.encode(text, add_special_tokens=special)
+            return text, enc.ids, enc.offsets
+        enc = self.tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
+        return text, enc["input_ids"], enc["offset_mapping"]
+
+    def count(self, content: str) -> int:
+        """Return the number of tokens the model receives for the prompt ``content``."""
+        return len(self.encode(content)[1])
+
+    def piece_lengths(self, pieces: list[str], anchor: str) -> list[int]:
+        """Return how many tokens each piece adds when it follows the text ``anchor``.
+
+        Measured as ``len(anchor + piece) - len(anchor)`` so that tokenizers which treat the
+        start of a text specially (SentencePiece's dummy prefix) count a piece the way it
+        tokenizes in the middle of a prompt. Batched: one call into the Rust tokenizer.
+        """
+        if not pieces:
+            return []
+        texts = [anchor + p for p in pieces]
+        if self._backend is not None:
+            anchored = [len(e.ids) for e in self._backend.encode_batch([anchor] + texts, add_special_tokens=False)]
+        else:
+            anchored = [len(ids) for ids in self.tokenizer([anchor] + texts, add_special_tokens=False)["input_ids"]]
+        base = anchored[0]
+        return [n - base for n in anchored[1:]]
+
+    def fingerprint(self) -> str:
+        """Return a digest of everything that decides token counts (vocabulary, rules, template)."""
+        h = hashlib.sha256()
+        if self._backend is not None:
+            h.update(self._backend.to_str().encode())
+        else:
+            h.update(json.dumps(self.tokenizer.get_vocab(), sort_keys=True).encode())
+        h.update(type(self.tokenizer).__name__.encode())
+        h.update(repr((self.tokenizer.bos_token, self.add_bos_token, self.chat_template)).encode())
+        if self.chat_template:
+            h.update(self.render("\x00").encode())
+        return h.hexdigest()
