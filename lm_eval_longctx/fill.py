@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.tokens import PromptCounter
 
-MAX_CORRECTIONS = 4
+MAX_CORRECTIONS = 8
 MAX_FILL_UNITS = 16
 
 
@@ -77,8 +77,12 @@ def assemble(
     budget = target_tokens - fixed
     units, lengths, spares = _fill_bulk(counter, layout.anchor, budget, draw_units)
 
-    for _ in range(MAX_CORRECTIONS + 1):
-        tail_units = _solve_tail(counter, layout.anchor, budget, units, lengths, spares, draw_units)
+    for attempt in range(MAX_CORRECTIONS + 1):
+        # Alternate between tails of long and of short units: where a unit's length depends
+        # on its neighbour, a different tail of the same measured length often lands exactly.
+        tail_units = _solve_tail(
+            counter, layout.anchor, budget, units, lengths, spares, draw_units, prefer_long=attempt % 2 == 0
+        )
         if tail_units is None:
             raise LongCtxError(
                 f"{what}: cannot reach exactly {target_tokens} tokens with this tokenizer: no "
@@ -87,14 +91,23 @@ def assemble(
             )
         filler = units + [u for u, _ in tail_units]
         filler_lengths = lengths + [n for _, n in tail_units]
-        result = _place_and_verify(counter, layout, filler, filler_lengths, depth, target_tokens)
+        result, in_context = _place_and_verify(counter, layout, filler, filler_lengths, depth, target_tokens)
         if result.actual_tokens == target_tokens:
             return result
-        # Tokens merged (or split) across unit boundaries: shift the budget by the measured
-        # difference, put the tail units back, and solve the tail again.
-        budget -= result.actual_tokens - target_tokens
+        # Tokens merged (or split) across unit boundaries. The verification pass says how many
+        # tokens each unit really took in context: adopt those counts for the bulk, correct
+        # the spares by what was learnt, and solve the tail again.
+        budget = target_tokens - (result.actual_tokens - sum(in_context))
+        delta = {u: c - n for u, n, c in zip(filler, filler_lengths, in_context)}
+        typical = round(sum(delta.values()) / max(1, len(delta)))
+        lengths = in_context[: len(units)]
         for unit, n in tail_units:
             spares[n].append(unit)
+        corrected = defaultdict(list)
+        for n, pool in spares.items():
+            for unit in pool:
+                corrected[n + delta.get(unit, typical)].append(unit)
+        spares = corrected
     raise LongCtxError(
         f"{what}: could not make the prompt exactly {target_tokens} tokens: this tokenizer "
         f"merges tokens across filler boundaries unpredictably (last attempt had "
@@ -126,7 +139,7 @@ def _fill_bulk(counter: PromptCounter, anchor: str, budget: int, draw_units):
         batch_lengths = counter.piece_lengths(batch, anchor)
 
 
-def _solve_tail(counter, anchor, budget, units, lengths, spares, draw_units):
+def _solve_tail(counter, anchor, budget, units, lengths, spares, draw_units, prefer_long=True):
     """Trim or extend the bulk so a few units can fill the rest exactly; return those units.
 
     ``units``/``lengths`` (the bulk, in stream order) and ``spares`` are updated in place.
@@ -144,13 +157,13 @@ def _solve_tail(counter, anchor, budget, units, lengths, spares, draw_units):
         lengths.append(n)
         bulk_tokens += n
     remainder = budget - bulk_tokens
-    tail_units = _exact_fill(counter, anchor, remainder, spares, draw_units)
+    tail_units = _exact_fill(counter, anchor, remainder, spares, draw_units, prefer_long)
     while tail_units is None and units and remainder < 8 * longest:
         # A gap between k and k+1 units (37 tokens from units of 14-18, say): give the exact
         # fill one more unit's worth of room.
         spares[lengths[-1]].append(units.pop())
         remainder += lengths.pop()
-        tail_units = _exact_fill(counter, anchor, remainder, spares, draw_units)
+        tail_units = _exact_fill(counter, anchor, remainder, spares, draw_units, prefer_long)
     return tail_units
 
 
@@ -167,23 +180,23 @@ def _draw_one(counter, anchor, draw_units):
     return unit, counter.piece_lengths([unit], anchor)[0]
 
 
-def _exact_fill(counter, anchor, remainder, spares, draw_units):
+def _exact_fill(counter, anchor, remainder, spares, draw_units, prefer_long=True):
     """Return ``[(unit, tokens)]`` summing to exactly ``remainder`` tokens, or None."""
     if remainder == 0:
         return []
     if remainder < 0:
         return None
     for _ in range(8):
-        combo = _solve(remainder, {n: len(us) for n, us in spares.items() if us and n > 0})
+        combo = _solve(remainder, {n: len(us) for n, us in spares.items() if us and n > 0}, prefer_long)
         if combo is not None:
-            return [(spares[n].pop(), n) for n in combo]
+            return [(spares[n].pop(-1 if prefer_long else 0), n) for n in combo]
         extra = draw_units(64)  # more units may bring lengths that make the sum reachable
         for unit, n in zip(extra, counter.piece_lengths(extra, anchor)):
             spares[n].append(unit)
     return None
 
 
-def _solve(remainder: int, available: dict[int, int]) -> list[int] | None:
+def _solve(remainder: int, available: dict[int, int], prefer_long: bool = True) -> list[int] | None:
     """Return unit lengths (using each at most its available count) that sum to ``remainder``.
 
     Breadth-first over sums, so the answer uses as few units as possible.
@@ -194,7 +207,7 @@ def _solve(remainder: int, available: dict[int, int]) -> list[int] | None:
         next_frontier = []
         for total in frontier:
             used = paths[total]
-            for n, count in sorted(available.items(), reverse=True):
+            for n, count in sorted(available.items(), reverse=prefer_long):
                 s = total + n
                 if s > remainder or s in paths or used.count(n) >= count:
                     continue
@@ -206,25 +219,33 @@ def _solve(remainder: int, available: dict[int, int]) -> list[int] | None:
     return None
 
 
-def _place_and_verify(counter, layout, filler, filler_lengths, depth, target_tokens) -> Assembled:
-    """Insert the needle at ``depth``, render, tokenize once, and report what came out."""
+def _place_and_verify(counter, layout, filler, filler_lengths, depth, target_tokens):
+    """Insert the needle at ``depth``, render, tokenize once; return the result and the
+    number of tokens each filler unit took in context (tokens counted where they start)."""
     cumulative = [0]
     for n in filler_lengths:
         cumulative.append(cumulative[-1] + n)
     wanted = depth * cumulative[-1]
     index = min(range(len(cumulative)), key=lambda i: (abs(cumulative[i] - wanted), i))
-    before = "".join(filler[:index])
-    prompt = layout.head + before + layout.needle + "".join(filler[index:]) + layout.tail
+    pieces = [layout.head, *filler[:index], layout.needle, *filler[index:], layout.tail]
+    prompt = "".join(pieces)
     rendered, ids, offsets = counter.encode(prompt)
     content_start = rendered.index(prompt) if counter.chat_template else 0
-    needle_char = content_start + len(layout.head) + len(before)
+    starts = [start for start, _ in offsets]
     ends = [end for _, end in offsets]
-    needle_token = bisect.bisect_right(ends, needle_char)
-    return Assembled(
+    boundaries = [content_start]
+    for piece in pieces:
+        boundaries.append(boundaries[-1] + len(piece))
+    first_token = [bisect.bisect_left(starts, b) for b in boundaries]
+    per_piece = [b - a for a, b in zip(first_token, first_token[1:])]
+    in_context = per_piece[1 : index + 1] + per_piece[index + 2 : -1]
+    needle_char = boundaries[index + 1]
+    result = Assembled(
         prompt=prompt,
         target_tokens=target_tokens,
         actual_tokens=len(ids),
-        needle_token_offset=needle_token,
+        needle_token_offset=bisect.bisect_right(ends, needle_char),
         filler_tokens_before_needle=cumulative[index],
         filler_tokens=cumulative[-1],
     )
+    return result, in_context

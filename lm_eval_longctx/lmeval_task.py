@@ -41,16 +41,16 @@ def metric_name(base: str, length: int | None = None, depth: float | None = None
 # --------------------------------------------------------------------------- datasets
 
 
-def build_dataset(task: str, metadata: dict, generate, default_lengths=None) -> dict:
+def build_dataset(task: str, metadata: dict, generate, extra_key: dict | None = None) -> dict:
     """Return ``{"test": Dataset}`` of ``task``'s records for the grid in ``metadata``."""
-    kwargs = {} if default_lengths is None else {"default_lengths": default_lengths}
-    spec = GridSpec.from_metadata(metadata, task, **kwargs)
+    spec = GridSpec.from_metadata(metadata, task)
     counter = PromptCounter(load_tokenizer(spec.tokenizer), spec.chat_template, spec.tokenizer.add_bos_token)
     material = {
         "task": task,
         "generator_version": GENERATOR_VERSION,
         "tokenizer": counter.fingerprint(),
         **spec.key_fields(),
+        **(extra_key or {}),
     }
 
     def build():
@@ -85,6 +85,29 @@ def kv_dataset(**metadata) -> dict:
     return build_dataset("longctx_kv", metadata, generate_kv)
 
 
+def passkey_dataset(**metadata) -> dict:
+    """``custom_dataset`` of ``longctx_passkey``."""
+    from lm_eval_longctx.passkey import generate_passkey
+
+    return build_dataset("longctx_passkey", metadata, generate_passkey)
+
+
+def pi_title_dataset(**metadata) -> dict:
+    """``custom_dataset`` of ``longctx_pi_title``: the paper as is, or one version per length.
+
+    Depths and num_samples do not apply (the title is at the top; the document is fixed).
+    """
+    from lm_eval_longctx.pi_title import generate_pi_title
+
+    as_is = "max_seq_lengths" not in metadata
+
+    def generate(spec, counter, progress):
+        return generate_pi_title(None if as_is else spec.max_seq_lengths, counter, spec.prompt_style, progress)
+
+    metadata = {**metadata, "depths": [0.0], "num_samples": 1}
+    return build_dataset("longctx_pi_title", metadata, generate, extra_key={"document_as_is": as_is})
+
+
 # --------------------------------------------------------------------------- scoring
 
 
@@ -113,15 +136,30 @@ def _beyond_window(doc: dict, score_names: tuple[str, ...]) -> dict[str, float]:
     return out
 
 
-def process_kv(doc: dict, results: list[str]) -> dict[str, float]:
-    """Score one ``longctx_kv`` answer: ``exact`` and ``contains``."""
-    answer = results[0]
+def _scored(doc: dict, answer: str, scores: dict[str, float], headline: str) -> dict[str, float]:
+    """Return per-cell metrics plus ``score``, the headline metric the ``longctx`` group averages."""
     if answer == window.BEYOND_WINDOW:
-        return _beyond_window(doc, ("exact", "contains"))
-    return _cell_metrics(
-        doc,
-        {"exact": scoring.kv_exact(answer, doc["answer"]), "contains": scoring.kv_contains(answer, doc["answer"])},
-    )
+        return {"score": 0.0, **_beyond_window(doc, tuple(scores))}
+    return {"score": scores[headline], **_cell_metrics(doc, scores)}
+
+
+def process_kv(doc: dict, results: list[str]) -> dict[str, float]:
+    """Score one ``longctx_kv`` answer: ``exact`` (headline) and ``contains``."""
+    answer, value = results[0], doc["answer"]
+    scores = {"exact": scoring.kv_exact(answer, value), "contains": scoring.kv_contains(answer, value)}
+    return _scored(doc, answer, scores, "exact")
+
+
+def process_passkey(doc: dict, results: list[str]) -> dict[str, float]:
+    """Score one ``longctx_passkey`` answer: ``exact``, the first integer is the key."""
+    answer = results[0]
+    return _scored(doc, answer, {"exact": scoring.passkey_exact(answer, doc["answer"])}, "exact")
+
+
+def process_pi_title(doc: dict, results: list[str]) -> dict[str, float]:
+    """Score one ``longctx_pi_title`` answer: ``found``, the title is in the answer."""
+    answer = results[0]
+    return _scored(doc, answer, {"found": scoring.title_found(answer)}, "found")
 
 
 # --------------------------------------------------------------------------- task class
@@ -151,7 +189,7 @@ class LongCtxTask(ConfigurableTask):
         super().__init__(config=config, **kwargs)
         docs = self.dataset[self.config.test_split]
         self._grid_key = docs.info.description or ""
-        score_names = [m["metric"] for m in self.config.metric_list if m["metric"] != BEYOND]
+        score_names = [m["metric"] for m in self.config.metric_list if m["metric"] not in (BEYOND, "score")]
         lengths = sorted(set(docs["max_seq_length"]))
         depths = sorted(set(docs["depth"])) if "depth" in docs.column_names else []
         for base in score_names:

@@ -13,7 +13,7 @@ def tasks_dir() -> Path:
     """Return the folder of our task YAMLs (inside the wheel, or the repo's ``tasks/``)."""
     here = Path(__file__).resolve().parent
     for candidate in (here / "tasks", here.parent / "tasks"):
-        if (candidate / "longctx_kv.yaml").is_file():
+        if (candidate / "longctx.yaml").is_file():
             return candidate
     raise FileNotFoundError(
         f"lm_eval_longctx: task folder not found next to {here}; reinstall the package "

@@ -29,7 +29,6 @@ def _corpus() -> list[str]:
     lines += [
         "## UUID key/value pairs to remember:",
         "What is the value of the key? [INST] [/INST]",
-        "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.",
         "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them.",
         "The pass key is 12345. Remember it. 12345 is the pass key. What is the pass key?",
         "Question: What's the title of this paper? Extending Context Window of Large Language Models",

@@ -1,0 +1,283 @@
+"""``hf-longctx``: lm-eval's ``hf`` model with RoPE scaling applied right and no silent truncation.
+
+lm-eval's ``hf`` model gets long-context numbers wrong without saying so: 0.4.13 cannot parse a
+``rope_scaling`` dict in ``key=value`` args, transformers 5.x drops ``rope_theta`` when
+``rope_scaling`` goes to ``from_pretrained``, ``max_length`` stays at the unscaled window so
+prompts are cut from the left, and dynamic NTK scores depend on what ran before. Here:
+
+* RoPE args (see ``lm_eval_longctx.rope``) are checked before anything loads, merged into the
+  model's own config (its ``rope_theta`` kept) and passed as ``config=``.
+* ``max_length`` defaults to the scaled window; an explicit ``max_length`` wins.
+* A generation request whose prompt plus ``max_gen_toks`` does not fit is not run: its answer
+  is ``BEYOND_WINDOW`` and one warning says how many, how long, and the fix. Loglikelihood
+  requests that do not fit raise ``LongCtxError``. Nothing is ever cut.
+* Dynamic NTK: each request rotates with the base a fresh model picks for its prompt, kept
+  fixed while it decodes (see ``fixed_ntk_base``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import logging
+from collections import defaultdict
+
+import torch
+from lm_eval.api.registry import model_registry
+from lm_eval.models.huggingface import HFLM
+from lm_eval.models.utils import normalize_gen_kwargs
+from tqdm import tqdm
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+from lm_eval_longctx import rope, window
+from lm_eval_longctx.errors import LongCtxError
+from lm_eval_longctx.registration import MODEL_NAME
+
+logger = logging.getLogger(__name__)
+
+
+def runtime_defaults(device, dtype, attn_implementation, *, cuda: bool, flash_attn: bool):
+    """Return (device, dtype, attn_implementation) with what the user left out filled in."""
+    device = device or ("cuda" if cuda else "cpu")
+    on_gpu = str(device).startswith("cuda")
+    dtype = dtype or ("bfloat16" if on_gpu else "float32")
+    if attn_implementation is None:
+        half = str(dtype).removeprefix("torch.") in ("bfloat16", "float16")
+        attn_implementation = "flash_attention_2" if on_gpu and half and flash_attn else "sdpa"
+    return device, dtype, attn_implementation
+
+
+def _fresh_inv_freq(rotary, prompt_len: int) -> torch.Tensor:
+    if prompt_len <= rotary.original_max_seq_len:
+        return rotary.original_inv_freq.clone()  # a fresh model keeps its init frequencies up to native
+    # The very call a fresh model's dynamic_rope_update makes at prefill (a tensor seq_len, same math).
+    seq_len = torch.tensor(prompt_len, device=rotary.original_inv_freq.device)
+    inv_freq, _ = ROPE_INIT_FUNCTIONS["dynamic"](rotary.config, rotary.original_inv_freq.device, seq_len=seq_len)
+    return inv_freq
+
+
+@contextlib.contextmanager
+def fixed_ntk_base(model, prompt_len: int):
+    """Inside, every dynamic-NTK rotary module uses the base a fresh model picks for a
+    ``prompt_len``-token prompt, and keeps it while decoding; on exit each is fresh again.
+
+    "The base its own length implies" is the prompt's token count, not prompt plus generated
+    tokens: transformers would grow the base at each decoding step past that, while the cached
+    keys keep the old rotation (transformers issue #25104). Other modules are left alone.
+    """
+    rotaries = [
+        module
+        for module in model.modules()
+        if getattr(module, "rope_type", None) == "dynamic" and hasattr(module, "original_inv_freq")
+    ]
+    for rotary in rotaries:
+        rotary.register_buffer("inv_freq", _fresh_inv_freq(rotary, prompt_len), persistent=False)
+        rotary.rope_type = "default"  # dynamic_rope_update recomputes only modules named "dynamic"
+    try:
+        yield
+    finally:
+        for rotary in rotaries:
+            rotary.rope_type = "dynamic"
+            rotary.register_buffer("inv_freq", rotary.original_inv_freq.clone(), persistent=False)
+            rotary.max_seq_len_cached = rotary.original_max_seq_len
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+class HFLongCtxLM(HFLM):
+    """lm-eval's ``hf`` model for long context: every ``hf`` argument, plus these.
+
+    ``rope_scaling``: ``KIND:FACTOR[:KEY=VALUE]...`` with KIND one of linear, dynamic, yarn,
+    llama3, longrope, e.g. ``rope_scaling=dynamic:2``, ``rope_scaling=yarn:4:orig=4096``,
+    ``rope_scaling=llama3:8:low=1:high=4:orig=8192``, ``rope_scaling=longrope:4:short=1/1.2:long=2/4``.
+    Fields split on ``:`` (or ``;``); KEY is a transformers name or an alias (``orig``, ``low``,
+    ``high``, ``attn``, ``short``, ``long``); lists join numbers with ``/``. Also a dict:
+    ``{"rope_type": "dynamic", "factor": 2.0}`` (``type`` accepted) from JSON ``--model_args``
+    or as its own space-separated ``--model_args`` argument. ``none`` drops any scaling the
+    checkpoint ships; leaving it out keeps the checkpoint's. ``original_max_position_embeddings``
+    defaults to the model's native window.
+    ``rope_theta``: override the RoPE base, e.g. ``rope_theta=500000``.
+    ``max_length``: defaults to the scaled window, native x factor (native is the config's
+    ``original_max_position_embeddings``, else ``max_position_embeddings``).
+    Defaults on CUDA: ``device=cuda``, ``dtype=bfloat16``, ``attn_implementation`` flash_attention_2
+    when flash_attn is installed, else sdpa; on CPU float32 and sdpa.
+
+    Over-long prompts are never cut: a generation request whose prompt plus ``max_gen_toks``
+    exceeds ``max_length`` returns ``lm_eval_longctx.window.BEYOND_WINDOW`` (the tasks count it
+    as ``beyond_window``) with one warning per call; an over-long loglikelihood request raises.
+    """
+
+    def __init__(
+        self,
+        pretrained,
+        rope_scaling=None,
+        rope_theta=None,
+        max_length: int | None = None,
+        device: str | None = None,
+        dtype=None,
+        attn_implementation: str | None = None,
+        truncation: bool | None = False,
+        **kwargs,
+    ) -> None:
+        # Checked first: a bad spec must fail before any download or weight load.
+        self._rope_args = {"rope_scaling": rope_scaling, "rope_theta": rope_theta}
+        self._rope_spec, self._rope_theta = rope.parse_rope_args(rope_scaling, rope_theta)
+        if truncation:
+            raise LongCtxError(
+                f"truncation={truncation!r}: hf-longctx never cuts prompts; over-long ones are marked "
+                "beyond the window. Leave truncation out and raise max_length or the RoPE factor instead."
+            )
+        if not isinstance(pretrained, str) and (self._rope_spec or self._rope_theta):
+            raise LongCtxError(
+                "rope_scaling/rope_theta need pretrained as a path or hub name (got a built model, whose "
+                "rotary frequencies are already fixed); e.g. pretrained=HuggingFaceTB/SmolLM2-135M."
+            )
+        device, dtype, attn_implementation = runtime_defaults(
+            device,
+            dtype,
+            attn_implementation,
+            cuda=torch.cuda.is_available(),
+            flash_attn=importlib.util.find_spec("flash_attn") is not None,
+        )
+        self._auto_batch_size = None
+        self.beyond_window_count = 0
+        super().__init__(
+            pretrained,
+            max_length=max_length,
+            device=device,
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+            **kwargs,
+        )
+        if not isinstance(pretrained, str):
+            self.rope_setup = rope.merge_rope(self.model.config.to_dict())
+        self._max_length = max_length or self.rope_setup.effective_window  # explicit max_length wins
+        self.dynamic_ntk = any(getattr(m, "rope_type", None) == "dynamic" for m in self.model.modules())
+        window.declare_marking_model(self.max_length)
+
+    # Loading: merge the RoPE spec into the config, then build the model from that config.
+
+    def _get_config(self, pretrained, **kwargs) -> None:
+        super()._get_config(pretrained, **kwargs)
+        # transformers computes rotary frequencies once, at init: the config must be right before.
+        self.rope_setup = rope.merge_rope(self._config.to_dict(), self._rope_spec, self._rope_theta)
+        for key, value in self.rope_setup.config_updates.items():
+            setattr(self._config, key, value)
+
+    def _create_model(self, pretrained, **kwargs) -> None:
+        # config= carries the merged RoPE; rope_scaling= to from_pretrained loses rope_theta on 5.x.
+        super()._create_model(pretrained, config=self._config, **kwargs)
+
+    # Requests: never truncate; one dynamic-NTK base per prompt length.
+
+    def tok_batch_encode(self, strings, padding_side="left", left_truncate_len=None, truncation=False):
+        # Prompts that do not fit were set aside before batching; the rest are never cut.
+        return super().tok_batch_encode(strings, padding_side=padding_side)
+
+    def _prompt_len(self, context: str) -> int:
+        return self.tok_batch_encode([context])[0].shape[1]
+
+    def _warn_beyond_window(self, needed: list[int], total: int) -> None:
+        shown = ", ".join(str(n) for n in sorted(set(needed))[:10]) + (", ..." if len(set(needed)) > 10 else "")
+        logger.warning(
+            "hf-longctx: %d of %d generation requests do not fit the %d-token window "
+            "(prompt + max_gen_toks = %s tokens); they were not run and are marked beyond the window, "
+            "never cut. To run them, raise max_length (max_length=%d) or the RoPE factor (rope_scaling=KIND:FACTOR).",
+            len(needed),
+            total,
+            self.max_length,
+            shown,
+            max(needed),
+        )
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        prompt_lens = [self._prompt_len(req.args[0]) for req in requests]
+        budgets = [normalize_gen_kwargs(req.args[1], self.max_gen_toks)["max_gen_toks"] for req in requests]
+        results = [window.BEYOND_WINDOW] * len(requests)
+        by_length = defaultdict(list)
+        needed = []
+        for i, (length, budget) in enumerate(zip(prompt_lens, budgets)):
+            if length + budget <= self.max_length:
+                by_length[length].append(i)
+            else:
+                needed.append(length + budget)
+        if needed:
+            self.beyond_window_count += len(needed)
+            self._warn_beyond_window(needed, len(requests))
+        # Equal-length batches: no padding, so sdpa/flash run their fused causal kernels, and
+        # dynamic NTK has one base per batch.
+        pbar = tqdm(total=len(requests) - len(needed), disable=disable_tqdm or self.rank != 0, desc="hf-longctx")
+        for length in sorted(by_length, reverse=True):  # longest first: an OOM shows at once, like HFLM
+            indices = by_length[length]
+            with fixed_ntk_base(self.model, length):
+                outputs = super().generate_until([requests[i] for i in indices], disable_tqdm=True)
+            for i, output in zip(indices, outputs):
+                results[i] = output
+            pbar.update(len(indices))
+        pbar.close()
+        return results
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
+        # The model sees context + continuation minus the last token.
+        input_lens = [len(context) + len(continuation) - 1 for _, context, continuation in requests]
+        too_long = sorted({n for n in input_lens if n > self.max_length})
+        if too_long:
+            raise LongCtxError(
+                f"loglikelihood inputs of {too_long[:10]} tokens exceed max_length={self.max_length}; "
+                f"hf-longctx does not cut them. Raise max_length (e.g. max_length={too_long[-1]}) or the "
+                "RoPE factor (rope_scaling=KIND:FACTOR)."
+            )
+        if not self.dynamic_ntk:
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        by_length = defaultdict(list)
+        for i, length in enumerate(input_lens):
+            by_length[length].append(i)
+        results = [None] * len(requests)
+        for length, indices in by_length.items():
+            with fixed_ntk_base(self.model, length):
+                outputs = super()._loglikelihood_tokens(
+                    [requests[i] for i in indices], disable_tqdm=disable_tqdm, override_bs=override_bs
+                )
+            for i, output in zip(indices, outputs):
+                results[i] = output
+        return results
+
+    def _detect_batch_size(self, requests=None, pos: int = 0):
+        # generate_until asks once per call and we call it once per prompt length: ask the GPU once.
+        if requests:
+            return super()._detect_batch_size(requests, pos)
+        if self._auto_batch_size is None:
+            self._auto_batch_size = super()._detect_batch_size()
+        return self._auto_batch_size
+
+    # Provenance: lm-eval merges get_model_info() into results["config"].
+
+    def get_model_info(self) -> dict:
+        info = super().get_model_info()
+        config = self.model.config
+        info["longctx"] = {
+            "rope_parameters": rope.rope_parameters_of(config.to_dict()),
+            "rope_args": {k: v if isinstance(v, (str, int, float, dict, type(None))) else str(v) for k, v in self._rope_args.items()},
+            "native_window": self.rope_setup.native_window,
+            "effective_window": self.rope_setup.effective_window,
+            "max_length": self.max_length,
+            "dynamic_ntk": "per-request base from prompt length, fixed while decoding" if self.dynamic_ntk else None,
+            "beyond_window_requests": self.beyond_window_count,
+            "attn_implementation": getattr(config, "_attn_implementation", None),
+            "dtype": str(self.model.dtype).removeprefix("torch."),
+            "device": str(self.device),
+            "versions": {name: _version(name) for name in ("torch", "transformers", "lm_eval", "lm_eval_longctx")},
+        }
+        return info
+
+
+# The start-up hook (or the "lm_eval.models" entry point) already names us lazily; register
+# only when neither did, e.g. with LM_EVAL_LONGCTX_NO_AUTOLOAD=1 and a direct import.
+if MODEL_NAME not in model_registry:
+    model_registry.register(MODEL_NAME, target=HFLongCtxLM)

@@ -1,0 +1,70 @@
+"""``longctx_passkey``: a 5-digit pass key hidden in repeated filler sentences.
+
+The effective-context-window test of the Position Interpolation paper (section 3.3, after
+Mohtashami and Jaggi's landmark attention): the task description, filler, the pass key stated
+once, more filler, then the question. Pure: a tokenizer counter and a spec in, records out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+from lm_eval_longctx.fill import Layout, assemble
+from lm_eval_longctx.spec import GridSpec
+from lm_eval_longctx.tokens import PromptCounter
+
+DESCRIPTION = (
+    "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
+    "I will quiz you about the important information there."
+)
+FILLER = ("The grass is green.", "The sky is blue.", "The sun is yellow.", "Here we go.", "There and back again.")
+
+
+def needle(pass_key: str) -> str:
+    """Return the sentence group that states the pass key (with its leading space)."""
+    return f" The pass key is {pass_key}. Remember it. {pass_key} is the pass key."
+
+
+def passkey_layout(pass_key: str, prompt_style: str) -> Layout:
+    """Return the fixed parts of a pass-key prompt; filler sentences follow a '.'."""
+    if prompt_style == "llama2_inst":
+        return Layout(f"[INST] {DESCRIPTION}", needle(pass_key), "\n\n What is the pass key? [/INST]", ".")
+    return Layout(DESCRIPTION, needle(pass_key), "\nWhat is the pass key? The pass key is", ".")
+
+
+def generate_passkey(spec: GridSpec, counter: PromptCounter, progress=None) -> list[dict]:
+    """Return one record per (length, depth, sample) cell, each exactly its length in tokens."""
+    records = []
+    for length in spec.max_seq_lengths:
+        for depth in spec.depths:
+            for sample in range(spec.num_samples):
+                records.append(passkey_record(spec, counter, length, depth, sample))
+                if progress is not None:
+                    progress(length)
+    return records
+
+
+def passkey_record(spec: GridSpec, counter: PromptCounter, length: int, depth: float, sample: int) -> dict:
+    """Return the record of one cell: its prompt, pass key and where the key sits."""
+    rng = random.Random(f"longctx_passkey:{spec.seed}:{length}:{depth!r}:{sample}")
+    pass_key = str(rng.randint(10000, 99999))
+    sentences = itertools.cycle(" " + s for s in FILLER)
+
+    def draw_units(n: int) -> list[str]:
+        return list(itertools.islice(sentences, n))
+
+    layout = passkey_layout(pass_key, spec.prompt_style)
+    built = assemble(counter, layout, length, depth, draw_units, "longctx_passkey")
+    return {
+        "prompt": built.prompt,
+        "answer": pass_key,
+        "max_seq_length": length,
+        "depth": depth,
+        "sample": sample,
+        "target_tokens": built.target_tokens,
+        "actual_tokens": built.actual_tokens,
+        "needle_token_offset": built.needle_token_offset,
+        "prompt_style": spec.prompt_style,
+        "chat_template": spec.chat_template,
+    }

@@ -1,0 +1,134 @@
+"""``longctx_pi_title``: the Position Interpolation paper as one prompt; the model names its title.
+
+The reference test's second case. Without ``max_seq_lengths`` the document is used as is.
+With it, each length gets an exact-length version in which the title sits that far back:
+longer than the document, neutral filler lines go between its end and the question; shorter,
+body text is dropped from the end of the document, keeping the instruction and the title.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from importlib import resources
+
+from lm_eval_longctx.errors import LongCtxError
+from lm_eval_longctx.fill import Layout, assemble
+from lm_eval_longctx.passkey import FILLER
+from lm_eval_longctx.tokens import PromptCounter
+
+QUESTION = "Question: What's the title of this paper?"
+TITLE = "Extending Context Window of Large Language Models via Position Interpolation"
+END_MARK = "=== END OF FILE ===\n"
+MAX_SHIFT = 8
+
+
+def document() -> str:
+    """Return the paper prompt shipped with the package (byte-identical to the source)."""
+    return resources.files("lm_eval_longctx").joinpath("data/pi_paper_prompt.txt").read_text(encoding="utf-8")
+
+
+def _wrap(prompt_style: str) -> tuple[str, str]:
+    """Return the text around ``document + question`` for ``prompt_style``."""
+    return ("[INST] ", " [/INST]") if prompt_style == "llama2_inst" else ("", "")
+
+
+def natural_prompt(prompt_style: str) -> str:
+    """Return the reference prompt: the document followed directly by the question."""
+    before, after = _wrap(prompt_style)
+    return before + document() + QUESTION + after
+
+
+def generate_pi_title(lengths, counter: PromptCounter, prompt_style: str, progress=None) -> list[dict]:
+    """Return one record per length; ``lengths=None`` gives the document as is."""
+    if lengths is None:
+        records = [_record(counter, natural_prompt(prompt_style), None, "as_is", prompt_style)]
+    else:
+        records = []
+        for length in lengths:
+            prompt, version = pi_title_prompt(counter, length, prompt_style)
+            records.append(_record(counter, prompt, length, version, prompt_style))
+            if progress is not None:
+                progress(length)
+    return records
+
+
+def pi_title_prompt(counter: PromptCounter, length: int, prompt_style: str) -> tuple[str, str]:
+    """Return the paper prompt made exactly ``length`` tokens long, and "padded" or "shortened"."""
+    natural = counter.count(natural_prompt(prompt_style))
+    if length >= natural:
+        return _padded(counter, length, prompt_style), "padded"
+    return _shortened(counter, length, prompt_style), "shortened"
+
+
+def _padded(counter: PromptCounter, length: int, prompt_style: str) -> str:
+    before, after = _wrap(prompt_style)
+    # The "needle" is empty and sits at depth 0: all filler goes after the document.
+    layout = Layout(before + document(), "", QUESTION + after, "\n")
+    lines = itertools.cycle(s + "\n" for s in FILLER)
+    built = assemble(counter, layout, length, 0.0, lambda n: list(itertools.islice(lines, n)), "longctx_pi_title")
+    return built.prompt
+
+
+def _shortened(counter: PromptCounter, length: int, prompt_style: str) -> str:
+    before, after = _wrap(prompt_style)
+    doc = document()
+    body = doc[: doc.index(END_MARK)]
+    title_end = doc.index("\n", doc.index(TITLE.upper())) + 1
+    ending = END_MARK + QUESTION + after
+    shortest = counter.count(before + body[:title_end] + ending)
+    if length < shortest:
+        raise LongCtxError(
+            f"longctx_pi_title: length {length} is too small: the instruction, the title and the "
+            f"question alone take {shortest} tokens with this tokenizer. Use lengths of at least "
+            f"{shortest} in max_seq_lengths."
+        )
+    # Tokenize the whole document once; cut the body at the token boundary that leaves
+    # `length` tokens, and re-check (a cut can change how the last word tokenizes).
+    full = before + body + ending
+    rendered, ids, offsets = counter.encode(full)
+    start = rendered.index(full) if counter.chat_template else 0
+    starts = [s for s, _ in offsets]
+    body_end_token = bisect.bisect_left(starts, start + len(before) + len(body))
+    first_guess = min(max(1, body_end_token - (len(ids) - length)), len(starts) - 1)
+    guess_char = starts[first_guess] - start - len(before)
+    # A cut can change how the last word tokenizes: try the token boundaries around the first
+    # guess, nearest first, then single characters (a cut inside a merged token).
+    token_cuts = [starts[t] - start - len(before) for t in _around(first_guess, MAX_SHIFT) if 0 < t < len(starts)]
+    char_cuts = [guess_char + shift for shift in sorted(range(-3 * MAX_SHIFT, 3 * MAX_SHIFT + 1), key=abs)]
+    # The end mark goes on a line of its own; without that newline is the fallback when a
+    # count is skipped (cutting one more character can remove two tokens).
+    for separator in ("\n", ""):
+        for cut in token_cuts + char_cuts:
+            if not title_end <= cut <= len(body):
+                continue
+            prompt = before + body[:cut].rstrip("\n") + separator + ending
+            if counter.count(prompt) == length:
+                return prompt
+    raise LongCtxError(
+        f"longctx_pi_title: could not cut the document to exactly {length} tokens with this "
+        f"tokenizer (no cut near the first guess fits); try a length a "
+        "few tokens away."
+    )
+
+
+def _around(center: int, radius: int) -> list[int]:
+    return [center + shift for shift in sorted(range(-radius, radius + 1), key=abs)]
+
+
+def _record(counter: PromptCounter, prompt: str, length: int | None, version: str, prompt_style: str) -> dict:
+    rendered, ids, offsets = counter.encode(prompt)
+    title_char = rendered.index(TITLE.upper())
+    title_token = bisect.bisect_right([e for _, e in offsets], title_char)
+    return {
+        "prompt": prompt,
+        "answer": TITLE,
+        "max_seq_length": len(ids) if length is None else length,
+        "target_tokens": len(ids) if length is None else length,
+        "actual_tokens": len(ids),
+        "title_token_offset": title_token,
+        "tokens_after_title": len(ids) - title_token,
+        "document": version,
+        "prompt_style": prompt_style,
+        "chat_template": counter.chat_template,
+    }

@@ -1,0 +1,465 @@
+"""The ``hf-longctx`` model on tiny offline Llamas: RoPE merge, window rule, marking, dynamic NTK."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from conftest import make_tiny_llama
+from lm_eval.api.instance import Instance
+from lm_eval.models.huggingface import HFLM
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+from lm_eval_longctx import rope, window
+from lm_eval_longctx.errors import LongCtxError
+from lm_eval_longctx.model import HFLongCtxLM, fixed_ntk_base, runtime_defaults
+
+WORDS = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+GREEDY = {"until": ["<<never>>"], "max_gen_toks": 8, "do_sample": False}
+
+
+@pytest.fixture(scope="module")
+def sharp_model_dir(tmp_path_factory, bpe_tokenizer_dir):
+    """A tiny Llama with large weights: sharp attention, so a wrong RoPE base shows in the logits."""
+    return make_tiny_llama(tmp_path_factory.mktemp("sharp_llama"), bpe_tokenizer_dir, initializer_range=0.5)
+
+
+@pytest.fixture(scope="module")
+def theta_model_dir(tmp_path_factory, bpe_tokenizer_dir):
+    """A tiny Llama whose own rope_theta (500000) must survive any scaling."""
+    return make_tiny_llama(
+        tmp_path_factory.mktemp("theta_llama"),
+        bpe_tokenizer_dir,
+        rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+    )
+
+
+def load(model_dir, **model_args) -> HFLongCtxLM:
+    return HFLongCtxLM(pretrained=model_dir, **{"batch_size": 4, **model_args})
+
+
+def generate(lm, prompts, **gen_kwargs):
+    requests = [Instance("generate_until", {}, (p, {**GREEDY, **gen_kwargs}), i) for i, p in enumerate(prompts)]
+    return lm.generate_until(requests, disable_tqdm=True)
+
+
+def prompt_of_at_least(lm, n_tokens):
+    """Repeat WORDS until the prompt has at least ``n_tokens`` (the tiny tokenizer is trained on the spot)."""
+    prompt = WORDS
+    while lm._prompt_len(prompt) < n_tokens:
+        prompt += WORDS
+    return prompt
+
+
+def random_tokens(n, seed):
+    return torch.randint(3, 500, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def ll_request(n_context, seed):
+    return (("ctx", "cont"), random_tokens(n_context, seed), random_tokens(5, seed + 1000))
+
+
+def stock_model(model_dir, spec):
+    """A fresh stock transformers model with the same merged config: the per-request reference."""
+    config = transformers.AutoConfig.from_pretrained(model_dir)
+    for key, value in rope.merge_rope(config.to_dict(), rope.parse_rope_scaling(spec)).config_updates.items():
+        setattr(config, key, value)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        model_dir, config=config, dtype=torch.float32, attn_implementation="sdpa"
+    )
+    return model.eval()
+
+
+@torch.no_grad()
+def stock_logprob(model, request):
+    _, context, continuation = request
+    logits = model(torch.tensor([(context + continuation)[:-1]])).logits
+    logprobs = torch.log_softmax(logits, dim=-1)[0, -len(continuation) :]
+    return logprobs.gather(1, torch.tensor(continuation)[:, None]).sum().item()
+
+
+# --- registration -----------------------------------------------------------------------------
+
+
+def test_lazy_registry_entry_loads_our_class():
+    from lm_eval.api.registry import get_model
+
+    assert get_model("hf-longctx") is HFLongCtxLM
+    assert issubclass(get_model("hf"), HFLM) and get_model("hf") is not HFLongCtxLM
+
+
+def test_importing_again_does_not_register_twice():
+    import importlib
+
+    import lm_eval_longctx.model
+
+    importlib.reload(lm_eval_longctx.model)  # a second import must not raise "already registered"
+
+
+@pytest.mark.parametrize("autoload", ["on", "off"])
+def test_registered_in_a_fresh_process(autoload):
+    code = (
+        "from lm_eval.api.registry import get_model\n"
+        + ("import lm_eval_longctx.model\n" if autoload == "off" else "")
+        + "assert get_model('hf-longctx').__name__ == 'HFLongCtxLM'\n"
+        "assert get_model('hf').__name__ == 'HFLM'\n"
+    )
+    env = {**os.environ, **({"LM_EVAL_LONGCTX_NO_AUTOLOAD": "1"} if autoload == "off" else {})}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+# --- RoPE args reach the built model ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda d: HFLongCtxLM.create_from_arg_string(f"pretrained={d},rope_scaling=yarn:4,rope_theta=500000"),
+        lambda d: HFLongCtxLM.create_from_arg_obj(
+            {"pretrained": d, "rope_scaling": {"rope_type": "yarn", "factor": 4}, "rope_theta": 500000}
+        ),
+        lambda d: HFLongCtxLM.create_from_arg_obj(
+            {"pretrained": d, "rope_scaling": '{"type": "yarn", "factor": 4.0}', "rope_theta": 5e5}
+        ),
+    ],
+    ids=["string-model-args", "json-model-args", "dict-literal"],
+)
+def test_rope_forms_reach_the_built_model(tiny_model_dir, build):
+    lm = build(tiny_model_dir)
+    assert lm.model.config.rope_parameters == {
+        "rope_type": "yarn",
+        "factor": 4.0,
+        "rope_theta": 500000.0,
+        "original_max_position_embeddings": 512,
+    }
+    assert lm.model.config.max_position_embeddings == 2048
+    assert lm.max_length == 2048
+
+
+KIND_SPECS = {
+    "linear": "linear:2",
+    "dynamic": "dynamic:2",
+    "yarn": "yarn:2",
+    "llama3": "llama3:2:low=1:high=4",
+    "longrope": "longrope:2:short=1/1/1/1:long=1/2/3/4",  # head_dim 8 -> 4 frequency pairs
+}
+
+
+@pytest.mark.parametrize("kind", KIND_SPECS)
+def test_every_kind_builds_on_the_installed_transformers(theta_model_dir, kind):
+    lm = load(theta_model_dir, rope_scaling=KIND_SPECS[kind])
+    config = lm.model.config
+    params = config.rope_parameters
+    assert params["rope_type"] == kind
+    assert params["rope_theta"] == 500000.0  # the model's own base, kept
+    if rope.KINDS[kind].needs_original:
+        assert params["original_max_position_embeddings"] == 512
+        # the ratio transformers checks (and 4.4x derives factor from)
+        assert config.max_position_embeddings / params["original_max_position_embeddings"] == params["factor"]
+    expected, _ = ROPE_INIT_FUNCTIONS[kind](config, "cpu")
+    torch.testing.assert_close(lm.model.model.rotary_emb.inv_freq, expected)
+    assert lm.max_length == 1024
+
+
+def test_linear_divides_the_model_s_own_frequencies(theta_model_dir):
+    plain = load(theta_model_dir).model.model.rotary_emb.inv_freq
+    scaled = load(theta_model_dir, rope_scaling="linear:2").model.model.rotary_emb.inv_freq
+    torch.testing.assert_close(scaled, plain / 2)
+
+
+@pytest.fixture
+def no_weights(monkeypatch):
+    """Make any model or tokenizer load fail the test."""
+
+    def boom(*args, **kwargs):
+        raise AssertionError("weights or tokenizer were loaded before the spec was checked")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", boom)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", boom)
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        ({"rope_scaling": "warp:2"}, "unknown kind"),
+        ({"rope_scaling": "dynamic:0"}, "factor must be a finite number > 0"),
+        ({"rope_scaling": "dynamic:x"}, "factor must be a number"),
+        ({"rope_scaling": "llama3:8"}, "llama3 needs"),
+        ({"rope_scaling": "yarn:4:foo=1"}, "yarn does not take foo"),
+        ({"rope_scaling": "longrope:2:short=1/1:long=1/1"}, "rotary dimension needs 4"),  # found on the config
+        ({"rope_theta": "fast"}, "rope_theta='fast'"),
+        ({"truncation": True}, "never cuts prompts"),
+    ],
+)
+def test_bad_spec_fails_before_any_weights_load(tiny_model_dir, no_weights, args, problem):
+    with pytest.raises(LongCtxError, match=problem):
+        load(tiny_model_dir, **args)
+
+
+# --- the window: max_length rule and no truncation --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "max_length", "windows"),
+    [
+        ({}, 512, (512, 512)),
+        ({"rope_theta": 1e6}, 512, (512, 512)),
+        ({"rope_scaling": "linear:2"}, 1024, (512, 1024)),
+        ({"rope_scaling": "dynamic:2.5"}, 1280, (512, 1280)),
+        ({"rope_scaling": "yarn:4:orig=256"}, 1024, (256, 1024)),
+        ({"rope_scaling": "linear:2", "max_length": 700}, 700, (512, 1024)),  # explicit wins
+        ({"rope_scaling": "none"}, 512, (512, 512)),
+    ],
+)
+def test_max_length_is_the_scaled_window_unless_given(tiny_model_dir, args, max_length, windows):
+    lm = load(tiny_model_dir, **args)
+    assert lm.max_length == max_length
+    assert (lm.rope_setup.native_window, lm.rope_setup.effective_window) == windows
+    assert window.marking_model_window() == max_length  # the tasks learn the window we mark at
+
+
+def test_beyond_window_is_marked_never_cut(tiny_model_dir, caplog):
+    lm = load(tiny_model_dir, rope_scaling="linear:2")  # 512 x 2 = 1024 tokens
+    prompts = [prompt_of_at_least(lm, n) for n in (100, 900, 1100)]
+    too_long = lm._prompt_len(prompts[2]) + 8
+    with caplog.at_level(logging.WARNING, logger="lm_eval_longctx.model"):
+        out = generate(lm, prompts)
+    assert out[2] == window.BEYOND_WINDOW
+    assert window.BEYOND_WINDOW not in out[:2]
+    assert out[1] == generate(lm, [prompts[1]])[0]  # the fitting ones are unaffected
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    for words in ("1 of 3", "1024-token window", f"{too_long} tokens", f"max_length={too_long}", "rope_scaling=KIND:FACTOR"):
+        assert words in warnings[0]
+    assert lm.get_model_info()["longctx"]["beyond_window_requests"] == 1
+
+
+def test_window_boundary_counts_prompt_plus_max_gen_toks(tiny_model_dir):
+    lm = load(tiny_model_dir)
+    prompt = prompt_of_at_least(lm, 100)
+    n = lm._prompt_len(prompt)
+    assert generate(load(tiny_model_dir, max_length=n + 8), [prompt])[0] != window.BEYOND_WINDOW
+    assert generate(load(tiny_model_dir, max_length=n + 7), [prompt])[0] == window.BEYOND_WINDOW
+    assert generate(load(tiny_model_dir, max_length=n + 40), [prompt], max_gen_toks=41)[0] == window.BEYOND_WINDOW
+
+
+def test_batch_encoding_never_left_truncates(tiny_model_dir):
+    lm = load(tiny_model_dir)
+    prompt = prompt_of_at_least(lm, 600)
+    ids, _ = lm.tok_batch_encode([prompt], left_truncate_len=10, truncation=True)
+    assert ids.shape[1] == lm._prompt_len(prompt) >= 600
+
+
+def test_loglikelihood_beyond_the_window_raises(tiny_model_dir):
+    lm = load(tiny_model_dir, rope_scaling="linear:2")
+    with pytest.raises(LongCtxError, match=r"\[1029\] tokens exceed max_length=1024.*max_length=1029"):
+        lm._loglikelihood_tokens([ll_request(1025, seed=0)])
+    assert len(lm._loglikelihood_tokens([ll_request(1020, seed=0)])) == 1
+
+
+# --- batching, devices, batch_size=auto -------------------------------------------------------
+
+
+def test_generation_batches_hold_one_prompt_length_and_no_padding(tiny_model_dir, monkeypatch):
+    lm = load(tiny_model_dir, rope_scaling="linear:2", batch_size=8)
+    seen = []
+    original = lm._model_generate
+
+    def spy(context, max_length, stop, **kwargs):
+        seen.append((context.shape, bool(kwargs["attention_mask"].all())))
+        return original(context, max_length, stop, **kwargs)
+
+    monkeypatch.setattr(lm, "_model_generate", spy)
+    short, middle, long = (prompt_of_at_least(lm, n) for n in (100, 400, 800))
+    generate(lm, [short, long, short, middle, long])
+    lengths = [lm._prompt_len(p) for p in (short, middle, long)]
+    assert sorted(seen) == sorted([((2, lengths[0]), True), ((1, lengths[1]), True), ((2, lengths[2]), True)])
+
+
+def test_batch_size_auto_detects_once(tiny_model_dir, monkeypatch):
+    calls = []
+    original = HFLM._detect_batch_size
+
+    def counting(self, *args, **kwargs):
+        calls.append(args)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(HFLM, "_detect_batch_size", counting)
+    lm = load(tiny_model_dir, batch_size="auto", max_batch_size=2)
+    out = generate(lm, [prompt_of_at_least(lm, n) for n in (50, 150, 300)])
+    assert window.BEYOND_WINDOW not in out
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("given", "cuda", "flash", "expected"),
+    [
+        ((None, None, None), True, True, ("cuda", "bfloat16", "flash_attention_2")),
+        ((None, None, None), True, False, ("cuda", "bfloat16", "sdpa")),
+        ((None, "float32", None), True, True, ("cuda", "float32", "sdpa")),  # flash needs half precision
+        ((None, None, "eager"), True, True, ("cuda", "bfloat16", "eager")),
+        ((None, None, None), False, True, ("cpu", "float32", "sdpa")),
+        (("cpu", None, None), True, True, ("cpu", "float32", "sdpa")),
+    ],
+)
+def test_runtime_defaults(given, cuda, flash, expected):
+    assert runtime_defaults(*given, cuda=cuda, flash_attn=flash) == expected
+
+
+def test_cpu_defaults_on_this_machine(tiny_model_dir):
+    lm = load(tiny_model_dir)
+    assert lm.model.dtype == torch.float32
+    assert lm.model.config._attn_implementation == "sdpa"
+
+
+# --- dynamic NTK: no leaks between requests, consistent decoding -------------------------------
+
+
+def test_dynamic_ntk_loglikelihood_matches_a_fresh_model_whatever_ran_before(sharp_model_dir):
+    short, a, b = ll_request(300, seed=1), ll_request(600, seed=2), ll_request(900, seed=3)
+    reference = {name: stock_logprob(stock_model(sharp_model_dir, "dynamic:4"), r) for name, r in [("short", short), ("a", a)]}
+
+    lm = load(sharp_model_dir, rope_scaling="dynamic:4")
+    lm._loglikelihood_tokens([b])
+    after_b = lm._loglikelihood_tokens([a])[0][0]
+    in_one_batch = lm._loglikelihood_tokens([b, a, short])
+    assert after_b == pytest.approx(reference["a"], rel=1e-6, abs=1e-5)
+    assert in_one_batch[1][0] == pytest.approx(reference["a"], rel=1e-6, abs=1e-5)
+    assert in_one_batch[2][0] == pytest.approx(reference["short"], rel=1e-6, abs=1e-5)
+
+    # Stock transformers leaks here: after the 905-token request, A is scored with B's base.
+    leaky = stock_model(sharp_model_dir, "dynamic:4")
+    stock_logprob(leaky, b)
+    assert abs(stock_logprob(leaky, a) - reference["a"]) > 1e-2
+
+
+def test_dynamic_ntk_generation_does_not_depend_on_order_or_batch(sharp_model_dir):
+    lm = load(sharp_model_dir, rope_scaling="dynamic:4")
+    a, b = prompt_of_at_least(lm, 600), prompt_of_at_least(lm, 1000)  # both past the 512 native window
+    alone = generate(lm, [a])[0]
+    lm = load(sharp_model_dir, rope_scaling="dynamic:4")
+    generate(lm, [b])
+    assert generate(lm, [a])[0] == alone
+    assert generate(lm, [b, a])[1] == alone
+
+
+def test_dynamic_ntk_decoding_keeps_cached_keys_consistent(sharp_model_dir):
+    lm = load(sharp_model_dir, rope_scaling="dynamic:4")
+    prompt = prompt_of_at_least(lm, 600)
+    ids, _ = lm.tok_batch_encode([prompt])
+    n, steps = ids.shape[1], 8
+
+    def cached_and_recomputed(model):
+        out = model.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=steps, min_new_tokens=steps,
+            do_sample=False, output_logits=True, return_dict_in_generate=True, pad_token_id=0,
+        )
+        with torch.no_grad():
+            recomputed = [model(out.sequences[:, : n + t], use_cache=False).logits[0, -1] for t in range(steps)]
+        return out.sequences[0, n:], torch.stack(out.logits)[:, 0], torch.stack(recomputed)
+
+    with fixed_ntk_base(lm.model, n):
+        tokens, cached, recomputed = cached_and_recomputed(lm.model)
+        prefill = lm.model(ids).logits[0, -1]
+    torch.testing.assert_close(cached, recomputed, atol=1e-3, rtol=1e-4)
+    # the prefill is exactly what a fresh model computes for this prompt
+    with torch.no_grad():
+        torch.testing.assert_close(prefill, stock_model(sharp_model_dir, "dynamic:4")(ids).logits[0, -1])
+    # and generate_until decodes the same tokens
+    assert generate(lm, [prompt], max_gen_toks=steps)[0] == lm.tok_decode(tokens.tolist())
+
+    # Stock transformers (issue #25104): the base grows while decoding, cached keys keep the old one.
+    _, stock_cached, stock_recomputed = cached_and_recomputed(stock_model(sharp_model_dir, "dynamic:4"))
+    assert (stock_cached - stock_recomputed).abs().max() > 0.1
+
+
+def test_rotary_modules_are_fresh_after_each_batch(sharp_model_dir):
+    lm = load(sharp_model_dir, rope_scaling="dynamic:4")
+    rotary = lm.model.model.rotary_emb
+    generate(lm, [prompt_of_at_least(lm, 900)])
+    assert rotary.rope_type == "dynamic"
+    assert rotary.max_seq_len_cached == rotary.original_max_seq_len
+    torch.testing.assert_close(rotary.inv_freq, rotary.original_inv_freq)
+
+
+# --- provenance and the stock lm_eval command ---------------------------------------------------
+
+
+def test_model_info_records_rope_windows_attention_dtype_versions(tiny_model_dir):
+    info = load(tiny_model_dir, rope_scaling="yarn:4", rope_theta=20000).get_model_info()["longctx"]
+    assert info["rope_parameters"] == {
+        "rope_type": "yarn",
+        "factor": 4.0,
+        "rope_theta": 20000.0,
+        "original_max_position_embeddings": 512,
+    }
+    assert info["rope_args"] == {"rope_scaling": "yarn:4", "rope_theta": 20000}
+    assert (info["native_window"], info["effective_window"], info["max_length"]) == (512, 2048, 2048)
+    assert (info["attn_implementation"], info["dtype"], info["device"]) == ("sdpa", "float32", "cpu")
+    assert info["versions"]["torch"] == torch.__version__
+    assert info["versions"]["transformers"] == transformers.__version__
+    assert info["versions"]["lm_eval"]
+    json.dumps(info)  # goes into the results file as is
+
+
+TASK_YAML = """\
+task: longctx_model_smoke
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{prompt}}}}"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs:
+  until: ["<<never>>"]
+  max_gen_toks: 4
+  do_sample: false
+metric_list:
+  - metric: exact_match
+metadata:
+  version: 1.0
+"""
+
+
+def test_lm_eval_command_runs_hf_longctx_and_records_provenance(tiny_model_dir, tmp_path):
+    data = tmp_path / "docs.jsonl"
+    docs = [{"prompt": WORDS * n, "answer": "green"} for n in (2, 10, 80)]  # 80 x >= 24 tokens: beyond 1024
+    data.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    task = tmp_path / "smoke.yaml"
+    task.write_text(TASK_YAML.format(data=data))
+    command = [
+        str(Path(sys.executable).parent / "lm_eval"),
+        "--model", "hf-longctx",
+        "--model_args", f"pretrained={tiny_model_dir},rope_scaling=linear:2",
+        "--tasks", str(task),
+        "--batch_size", "2",
+        "--output_path", str(tmp_path / "out"),
+        "--log_samples",
+    ]
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "1 of 3 generation requests do not fit the 1024-token window" in done.stderr
+
+    results = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())
+    info = results["config"]["longctx"]
+    assert info["rope_parameters"] == {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}
+    assert (info["native_window"], info["effective_window"], info["max_length"]) == (512, 1024, 1024)
+    assert info["beyond_window_requests"] == 1
+    assert {"attn_implementation", "dtype", "versions"} <= set(info)
+    assert set(info["versions"]) == {"torch", "transformers", "lm_eval", "lm_eval_longctx"}
+
+    samples = [json.loads(line) for line in next((tmp_path / "out").rglob("samples_*.jsonl")).read_text().splitlines()]
+    marked = {s["doc"]["prompt"].count("grass"): s["resps"][0][0] == window.BEYOND_WINDOW for s in samples}
+    assert marked == {2: False, 10: False, 80: True}
