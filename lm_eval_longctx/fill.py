@@ -20,6 +20,7 @@ from lm_eval_longctx.tokens import PromptCounter
 
 MAX_CORRECTIONS = 8
 MAX_FILL_UNITS = 16
+MAX_MINIMUM_SEARCH = 400
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,36 @@ def minimum_tokens(counter: PromptCounter, layout: Layout) -> int:
     return counter.count(layout.head + layout.needle + layout.tail)
 
 
+def check_lengths(spec, counter: PromptCounter, what: str, layout_of_sample, build) -> None:
+    """Refuse a grid whose shortest length cannot be built for every sample; say what can.
+
+    ``layout_of_sample(i)`` gives sample i's layout and ``build(length, i)`` builds its prompt.
+    The suggested minimum is verified: every sample builds at exactly that length.
+    """
+    shortest = min(spec.max_seq_lengths)
+    fixed = max(minimum_tokens(counter, layout_of_sample(i)) for i in range(spec.num_samples))
+    if shortest >= fixed and _builds(build, shortest, spec.num_samples):
+        return
+    minimum = next(
+        (n for n in range(fixed, fixed + MAX_MINIMUM_SEARCH) if _builds(build, n, spec.num_samples)), None
+    )
+    raise LongCtxError(
+        f"{what}: length {shortest} in max_seq_lengths is too small: the fixed parts of the prompt "
+        f"(header, needle and question, with BOS and chat template if used) take up to {fixed} tokens "
+        f"with this tokenizer"
+        + (f", and the shortest length every sample can be built at is {minimum}. Use lengths of at least {minimum}." if minimum else ".")
+    )
+
+
+def _builds(build, length: int, num_samples: int) -> bool:
+    try:
+        for sample in range(num_samples):
+            build(length, sample)
+    except LongCtxError:
+        return False
+    return True
+
+
 def assemble(
     counter: PromptCounter,
     layout: Layout,
@@ -63,11 +94,12 @@ def assemble(
 ) -> Assembled:
     """Return a prompt of exactly ``target_tokens`` tokens with the needle at ``depth``.
 
-    ``depth`` is the fraction of filler tokens that precede the needle (0: right after the
-    head, 1: right before the tail). ``draw_units(n)`` returns the next ``n`` filler units of
+    The needle goes where the tokens before it are closest to ``depth x target_tokens``
+    (to within one filler unit; 0 puts it right after the head, 1 right before the tail). ``draw_units(n)`` returns the next ``n`` filler units of
     a deterministic stream. ``what`` names the task in error messages.
     """
     fixed = minimum_tokens(counter, layout)
+    head_tokens = _head_tokens(counter, layout)
     if target_tokens < fixed:
         raise LongCtxError(
             f"{what}: length {target_tokens} is too small: the fixed parts of the prompt (header, "
@@ -91,7 +123,9 @@ def assemble(
             )
         filler = units + [u for u, _ in tail_units]
         filler_lengths = lengths + [n for _, n in tail_units]
-        result, in_context = _place_and_verify(counter, layout, filler, filler_lengths, depth, target_tokens)
+        result, in_context = _place_and_verify(
+            counter, layout, filler, filler_lengths, depth * target_tokens - head_tokens, target_tokens
+        )
         if result.actual_tokens == target_tokens:
             return result
         # Tokens merged (or split) across unit boundaries. The verification pass says how many
@@ -219,13 +253,20 @@ def _solve(remainder: int, available: dict[int, int], prefer_long: bool = True) 
     return None
 
 
-def _place_and_verify(counter, layout, filler, filler_lengths, depth, target_tokens):
-    """Insert the needle at ``depth``, render, tokenize once; return the result and the
-    number of tokens each filler unit took in context (tokens counted where they start)."""
+def _head_tokens(counter: PromptCounter, layout: Layout) -> int:
+    """Return how many tokens come before the filler (BOS, chat template, head)."""
+    content = layout.head + layout.needle + layout.tail
+    rendered, _, offsets = counter.encode(content)
+    head_end = (rendered.index(content) if counter.chat_template else 0) + len(layout.head)
+    return bisect.bisect_left([start for start, _ in offsets], head_end)
+
+
+def _place_and_verify(counter, layout, filler, filler_lengths, wanted, target_tokens):
+    """Insert the needle after about ``wanted`` filler tokens, render, tokenize once; return
+    the result and the tokens each filler unit took in context (counted where they start)."""
     cumulative = [0]
     for n in filler_lengths:
         cumulative.append(cumulative[-1] + n)
-    wanted = depth * cumulative[-1]
     index = min(range(len(cumulative)), key=lambda i: (abs(cumulative[i] - wanted), i))
     pieces = [layout.head, *filler[:index], layout.needle, *filler[index:], layout.tail]
     prompt = "".join(pieces)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from lm_eval_longctx.fill import Layout, assemble
+from lm_eval_longctx.fill import Layout, assemble, check_lengths
 from lm_eval_longctx.spec import GridSpec
 from lm_eval_longctx.tokens import PromptCounter
 
@@ -40,7 +40,18 @@ def _hex(rng: random.Random, n: int) -> str:
 
 
 def generate_kv(spec: GridSpec, counter: PromptCounter, progress=None) -> list[dict]:
-    """Return one record per (length, depth, sample) cell, each exactly its length in tokens."""
+    """Return one record per (length, depth, sample) cell, each exactly its length in tokens.
+
+    Sample ``i`` has the same secret pair and the same filler stream at every length and
+    depth, so cells differ only in length and needle position.
+    """
+    check_lengths(
+        spec,
+        counter,
+        "longctx_kv",
+        lambda sample: kv_layout(*_secret(spec, sample)[1:], spec.prompt_style),
+        lambda length, sample: kv_record(spec, counter, length, 0.0, sample),
+    )
     records = []
     for length in spec.max_seq_lengths:
         for depth in spec.depths:
@@ -51,10 +62,14 @@ def generate_kv(spec: GridSpec, counter: PromptCounter, progress=None) -> list[d
     return records
 
 
+def _secret(spec: GridSpec, sample: int) -> tuple[random.Random, str, str]:
+    rng = random.Random(f"longctx_kv:{spec.seed}:{sample}")
+    return rng, _hex(rng, 8), _hex(rng, 4)
+
+
 def kv_record(spec: GridSpec, counter: PromptCounter, length: int, depth: float, sample: int) -> dict:
     """Return the record of one cell: its prompt, answer and where the secret sits."""
-    rng = random.Random(f"longctx_kv:{spec.seed}:{length}:{depth!r}:{sample}")
-    key, value = _hex(rng, 8), _hex(rng, 4)
+    rng, key, value = _secret(spec, sample)
     used_keys = {key}
 
     def draw_units(n: int) -> list[str]:

@@ -39,8 +39,10 @@ logger = logging.getLogger(__name__)
 
 def runtime_defaults(device, dtype, attn_implementation, *, cuda: bool, flash_attn: bool):
     """Return (device, dtype, attn_implementation) with what the user left out filled in."""
-    device = device or ("cuda" if cuda else "cpu")
-    on_gpu = str(device).startswith("cuda")
+    on_gpu = cuda and str(device or "cuda").startswith("cuda")
+    if not device or (str(device).startswith("cuda") and not cuda):
+        # lm-eval's CLI passes cuda:0 even when no GPU is there; HFLM then falls back to the CPU.
+        device = "cuda" if on_gpu else "cpu"
     dtype = dtype or ("bfloat16" if on_gpu else "float32")
     if attn_implementation is None:
         half = str(dtype).removeprefix("torch.") in ("bfloat16", "float16")
@@ -111,6 +113,11 @@ class HFLongCtxLM(HFLM):
     Over-long prompts are never cut: a generation request whose prompt plus ``max_gen_toks``
     exceeds ``max_length`` returns ``lm_eval_longctx.window.BEYOND_WINDOW`` (the tasks count it
     as ``beyond_window``) with one warning per call; an over-long loglikelihood request raises.
+    Generation batches hold prompts of one token length (no padding). With dynamic NTK each
+    request rotates with the base a fresh model picks for its prompt length (prompt only, not
+    the generated tokens), kept fixed while it decodes, whatever ran before or beside it.
+    The results file gets ``config.longctx``: effective RoPE parameters, native and effective
+    window, max_length, attention implementation, dtype, device, beyond-window count, versions.
     """
 
     def __init__(
@@ -263,7 +270,8 @@ class HFLongCtxLM(HFLM):
         config = self.model.config
         info["longctx"] = {
             "rope_parameters": rope.rope_parameters_of(config.to_dict()),
-            "rope_args": {k: v if isinstance(v, (str, int, float, dict, type(None))) else str(v) for k, v in self._rope_args.items()},
+            "rope_args": {k: v if isinstance(v, (str, int, float, dict)) or v is None else str(v)
+                          for k, v in self._rope_args.items()},
             "native_window": self.rope_setup.native_window,
             "effective_window": self.rope_setup.effective_window,
             "max_length": self.max_length,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import random
 
-from lm_eval_longctx.fill import Layout, assemble
+from lm_eval_longctx.fill import Layout, assemble, check_lengths
 from lm_eval_longctx.spec import GridSpec
 from lm_eval_longctx.tokens import PromptCounter
 
@@ -34,7 +34,17 @@ def passkey_layout(pass_key: str, prompt_style: str) -> Layout:
 
 
 def generate_passkey(spec: GridSpec, counter: PromptCounter, progress=None) -> list[dict]:
-    """Return one record per (length, depth, sample) cell, each exactly its length in tokens."""
+    """Return one record per (length, depth, sample) cell, each exactly its length in tokens.
+
+    Sample ``i`` has the same pass key at every length and depth.
+    """
+    check_lengths(
+        spec,
+        counter,
+        "longctx_passkey",
+        lambda sample: passkey_layout(_pass_key(spec, sample)[1], spec.prompt_style),
+        lambda length, sample: passkey_record(spec, counter, length, 0.0, sample),
+    )
     records = []
     for length in spec.max_seq_lengths:
         for depth in spec.depths:
@@ -45,10 +55,15 @@ def generate_passkey(spec: GridSpec, counter: PromptCounter, progress=None) -> l
     return records
 
 
+def _pass_key(spec: GridSpec, sample: int) -> tuple[random.Random, str]:
+    # Sample i has the same pass key at every length and depth.
+    rng = random.Random(f"longctx_passkey:{spec.seed}:{sample}")
+    return rng, str(rng.randint(10000, 99999))
+
+
 def passkey_record(spec: GridSpec, counter: PromptCounter, length: int, depth: float, sample: int) -> dict:
     """Return the record of one cell: its prompt, pass key and where the key sits."""
-    rng = random.Random(f"longctx_passkey:{spec.seed}:{length}:{depth!r}:{sample}")
-    pass_key = str(rng.randint(10000, 99999))
+    _, pass_key = _pass_key(spec, sample)
     sentences = itertools.cycle(" " + s for s in FILLER)
 
     def draw_units(n: int) -> list[str]:

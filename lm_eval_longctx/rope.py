@@ -346,11 +346,13 @@ def merge_rope(config: Mapping, scaling: dict | None = None, theta: float | None
     max_positions = config.get("max_position_embeddings")
     if scaling is None and theta is None:
         return RopeSetup({}, current, _native_window(config, current, {}), max_positions)
-    fail = _failer(theta, "dynamic:2", arg="rope_theta") if scaling is None else _failer(scaling, "dynamic:2")
-    if current is None:
-        fail("this model's config has no RoPE settings (no rope_parameters, rope_scaling or rope_theta)")
-    if "rope_type" not in current and "rope_theta" not in current:
-        fail("this model keeps one RoPE setting per layer type, which hf-longctx does not scale")
+    given = f"rope_theta={theta!r}" if scaling is None else f"rope_scaling={scaling!r}"
+    if current is None or ("rope_type" not in current and "rope_theta" not in current):
+        why = "has no RoPE settings" if current is None else "keeps one RoPE setting per layer type"
+        raise LongCtxError(
+            f"{given}: this model's config {why}, which hf-longctx cannot scale. Leave rope_scaling and "
+            "rope_theta out for it (e.g. --model_args pretrained=gpt2), or pick a Llama-style RoPE model."
+        )
     theta = theta if theta is not None else current.get("rope_theta", DEFAULT_THETA)
     kept = {key: current[key] for key in MODEL_KEYS if key in current}
     if scaling is None:  # only the base changes; the checkpoint's own scaling and window stay

@@ -139,3 +139,42 @@ def make_tiny_llama(path, tokenizer_dir, max_position_embeddings=512, seed=0, **
 def tiny_model_dir(tmp_path_factory, bpe_tokenizer_dir):
     """A tiny random Llama with the byte-level BPE tokenizer and a 512-token native window."""
     return make_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), bpe_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def sp_model_dir(tmp_path_factory, sp_tokenizer_dir):
+    """A tiny random Llama with the SentencePiece-style tokenizer (adds BOS)."""
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny_llama_sp"), sp_tokenizer_dir)
+
+
+@pytest.fixture(scope="session", params=["bpe", "sp"])
+def family_model_dir(request, tiny_model_dir, sp_model_dir):
+    """A tiny model folder of each tokenizer family, one after the other."""
+    return tiny_model_dir if request.param == "bpe" else sp_model_dir
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Each test gets its own dataset cache, so no test reads another's files."""
+    monkeypatch.setenv("LM_EVAL_LONGCTX_CACHE", str(tmp_path / "cache"))
+
+
+def lm_eval_token_count(hflm, text: str) -> int:
+    """Return how many tokens lm-eval's HF model feeds the model for a generation context."""
+    ids, _ = hflm.tok_batch_encode([text])
+    return int(ids.shape[1])
+
+
+@pytest.fixture(scope="session")
+def hflm_cache():
+    """lm-eval HFLM objects built once per model folder."""
+    built = {}
+
+    def get(model_dir):
+        if model_dir not in built:
+            from lm_eval.models.huggingface import HFLM
+
+            built[model_dir] = HFLM(pretrained=model_dir, device="cpu", batch_size=1)
+        return built[model_dir]
+
+    return get

@@ -108,7 +108,11 @@ CLI = [
     (["pretrained=m,rope_scaling=none"], {"rope_type": "default"}, None),
     (["pretrained=m", "rope_scaling=linear:2", "max_length=4096"], {"rope_type": "linear", "factor": 2.0}, None),
     # A dict literal survives 0.4.13 only as its own space-separated argument.
-    (["pretrained=m", 'rope_scaling={"rope_type":"dynamic","factor":2.0}'], {"rope_type": "dynamic", "factor": 2.0}, None),
+    (
+        ["pretrained=m", 'rope_scaling={"rope_type":"dynamic","factor":2.0}'],
+        {"rope_type": "dynamic", "factor": 2.0},
+        None,
+    ),
     (["pretrained=m", "rope_scaling={'type':'dynamic','factor':2}"], {"rope_type": "dynamic", "factor": 2.0}, None),
     # The whole --model_args as JSON: lm-eval hands over a real dict.
     (
@@ -310,14 +314,15 @@ def test_longrope_lists_must_match_the_rotary_dimension():
 
 def test_original_missing_and_not_derivable():
     no_window = {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4}, "hidden_size": 64}
-    with pytest.raises(LongCtxError, match=r"no max_position_embeddings to scale; add orig=N \(e.g. yarn:4:orig=4096\)"):
+    problem = r"no max_position_embeddings to scale; add orig=N \(e.g. yarn:4:orig=4096\)"
+    with pytest.raises(LongCtxError, match=problem):
         rope.merge_rope(no_window, rope.parse_rope_scaling("yarn:4"))
     assert rope.merge_rope(no_window, rope.parse_rope_scaling("yarn:4:orig=1024")).effective_window == 4096
 
 
 def test_model_without_rope_refuses_a_spec():
     gpt2 = {"model_type": "gpt2", "n_positions": 1024}
-    with pytest.raises(LongCtxError, match="no RoPE settings"):
+    with pytest.raises(LongCtxError, match=r"rope_scaling=.*no RoPE settings.*Leave rope_scaling and rope_theta out"):
         rope.merge_rope(gpt2, rope.parse_rope_scaling("linear:2"))
     assert rope.merge_rope(gpt2).config_updates == {}
 
@@ -331,6 +336,8 @@ def test_per_layer_rope_is_refused_clearly():
             "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
         },
     }
+    with pytest.raises(LongCtxError, match="one RoPE setting per layer type"):
+        rope.merge_rope(gemma3, None, 1e6)
     with pytest.raises(LongCtxError, match="one RoPE setting per layer type"):
         rope.merge_rope(gemma3, rope.parse_rope_scaling("linear:2"))
 

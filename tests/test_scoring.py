@@ -1,0 +1,44 @@
+"""Scoring of crafted answers."""
+
+import pytest
+
+from lm_eval_longctx import scoring
+
+
+@pytest.mark.parametrize(
+    "answer, exact, contains",
+    [
+        ("1b2c", 1, 1),
+        ("'1b2c'", 1, 1),
+        ("The value of the key '3fa85f64' is '1b2c'.", 1, 1),
+        (" 1B2C", 1, 0),  # case-insensitive word match, case-sensitive reference check
+        ("dead 1b2c", 0, 1),  # a chatty answer that happens to contain the value first names another
+        ("The value is 1b2c5", 0, 1),  # 5 hex characters is not the 4-character value
+        ("I don't know.", 0, 0),
+        ("", 0, 0),
+    ],
+)
+def test_kv_metrics(answer, exact, contains):
+    assert scoring.kv_exact(answer, "1b2c") == exact
+    assert scoring.kv_contains(answer, "1b2c") == contains
+
+
+@pytest.mark.parametrize(
+    "answer, score",
+    [(" 12345.", 1), ("The pass key is 12345", 1), ("123456", 0), ("1234 12345", 0), ("no digits", 0), ("12,345", 0)],
+)
+def test_passkey_first_integer(answer, score):
+    assert scoring.passkey_exact(answer, "12345") == score
+
+
+@pytest.mark.parametrize(
+    "answer, found",
+    [
+        ("Extending Context Window of Large Language Models via Position Interpolation", 1),
+        ("The title is EXTENDING CONTEXT WINDOW OF LARGE LANGUAGE MODELS", 1),
+        ("extending context window of large language models", 0),
+        ("Position Interpolation", 0),
+    ],
+)
+def test_title_found(answer, found):
+    assert scoring.title_found(answer) == found
