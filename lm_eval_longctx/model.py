@@ -270,8 +270,8 @@ class HFLongCtxLM(HFLM):
         config = self.model.config
         info["longctx"] = {
             "rope_parameters": rope.rope_parameters_of(config.to_dict()),
-            "rope_args": {k: v if isinstance(v, (str, int, float, dict)) or v is None else str(v)
-                          for k, v in self._rope_args.items()},
+            "rope_args": {k: v if v is None or isinstance(v, (str, int, float, dict)) else repr(v)
+                          for k, v in self._rope_args.items()},  # as typed, JSON-safe
             "native_window": self.rope_setup.native_window,
             "effective_window": self.rope_setup.effective_window,
             "max_length": self.max_length,
