@@ -189,6 +189,7 @@ class LongCtxTask(ConfigurableTask):
         super().__init__(config=config, **kwargs)
         docs = self.dataset[self.config.test_split]
         self._grid_key = docs.info.description or ""
+        self._chat_template_given = "chat_template" in (self.config.metadata or {})
         score_names = [m["metric"] for m in self.config.metric_list if m["metric"] not in (BEYOND, "score")]
         lengths = sorted(set(docs["max_seq_length"]))
         depths = sorted(set(docs["depth"])) if "depth" in docs.column_names else []
@@ -233,15 +234,10 @@ class LongCtxTask(ConfigurableTask):
             )
         if bool(apply_chat_template) != bool(doc["chat_template"]):
             given = "--apply_chat_template" if apply_chat_template else "no --apply_chat_template"
-            fix = (
-                '--metadata \'{"chat_template": true}\''
-                if apply_chat_template
-                else "--apply_chat_template (or drop chat_template from --metadata)"
-            )
             raise LongCtxError(
                 f"{self.config.task}: prompts were built with chat_template={doc['chat_template']} but "
                 f"the run has {given}, so the model would see a different number of tokens than "
-                f"generated. Pass {fix}."
+                f"generated. Drop chat_template from --metadata, or make it match."
             )
         context = super().fewshot_context(
             doc, num_fewshot, system_instruction=system_instruction, apply_chat_template=apply_chat_template, **kwargs
@@ -253,7 +249,16 @@ class LongCtxTask(ConfigurableTask):
             )
         return context
 
-    def build_all_requests(self, *, tokenizer_name: str = "", **kwargs) -> None:
+    def build_all_requests(self, *, tokenizer_name: str = "", apply_chat_template: bool = False, **kwargs) -> None:
+        built_with = bool(self.dataset[self.config.test_split][0]["chat_template"])
+        if bool(apply_chat_template) != built_with and not self._chat_template_given:
+            # Only now does the task learn whether lm-eval wraps prompts in the chat template:
+            # rebuild them so they are exact with the template's tokens counted.
+            metadata = {**(self.config.metadata or {}), "chat_template": bool(apply_chat_template)}
+            self.dataset = self.config.custom_dataset(**metadata)
+            self._grid_key = self.dataset[self.config.test_split].info.description or ""
         # lm-eval's request cache key ignores metadata; without the grid key, --cache_requests
         # would reuse prompts built for other lengths or another tokenizer.
-        return super().build_all_requests(tokenizer_name=f"{tokenizer_name}-{self._grid_key}", **kwargs)
+        return super().build_all_requests(
+            tokenizer_name=f"{tokenizer_name}-{self._grid_key}", apply_chat_template=apply_chat_template, **kwargs
+        )

@@ -23,7 +23,7 @@ def tasks_dir() -> Path:
 
 def with_our_tasks(include_path) -> list:
     """Return ``include_path`` as a list with our task folder first (user folders can override)."""
-    ours = tasks_dir()
+    ours = tasks_dir().resolve()
     if include_path is None:
         paths = []
     elif isinstance(include_path, (list, tuple)):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 
 from lm_eval_longctx.errors import LongCtxError
@@ -43,10 +44,16 @@ def load_tokenizer(source: TokenizerSource):
     try:
         return AutoTokenizer.from_pretrained(source.name, **kwargs)
     except Exception as exc:  # transformers raises OSError, ValueError, HF hub errors...
+        looks_local = source.name.startswith(("/", ".", "~"))
+        reason = (
+            "no such folder"
+            if looks_local and not os.path.exists(os.path.expanduser(source.name))
+            else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        )
         raise LongCtxError(
             f"could not load the tokenizer {source.name!r}"
             + (f" (gguf_file={source.gguf_file!r})" if source.gguf_file else "")
-            + f": {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\n"
+            + f": {reason}\n"
             "The longctx tasks build prompts in the evaluated model's own tokens, so they need its "
             "tokenizer. Pass a local model folder as pretrained=DIR in --model_args, or name one with "
             '--metadata \'{"tokenizer": "/path/to/model_or_tokenizer"}\'.'
