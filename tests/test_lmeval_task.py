@@ -61,6 +61,7 @@ def test_apply_chat_template_alone_rebuilds_prompts_with_the_template(metadata, 
     hflm = hflm_cache(metadata["pretrained"])
     task = task_manager(metadata=metadata).load(["longctx_kv"])["tasks"]["longctx_kv"]
     task.build_all_requests(apply_chat_template=True, chat_template=hflm.apply_chat_template)
+    assert task.higher_is_better()["exact_len_240"] is True
     for instance in task.instances:
         assert instance.doc["chat_template"] is True
         ids, _ = hflm.tok_batch_encode([instance.arguments[0]])

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test suite, from nothing: a fresh virtual environment with a regular (non-editable) install,
+# the whole suite, then an editable install and the console-script tests again, since the stock
+# lm_eval command must find our tasks both ways.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=${VENV:-.venv-test}
+bash scripts/setup.sh "$venv"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+"$venv/bin/python" -m pytest -p no:cacheprovider "$@"
+"$venv/bin/python" -m pip install -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
+"$venv/bin/python" -m pytest -p no:cacheprovider tests/test_console.py
