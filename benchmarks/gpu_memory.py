@@ -84,6 +84,8 @@ def main() -> None:
         }  # fmt: skip
         rows.append(row)
         print(json.dumps(row), flush=True)
+        with open(out / "rows.jsonl", "a") as fh:  # kept even if a later length runs out of time
+            fh.write(json.dumps(row) + "\n")
     (out / f"memory-{args.shape}.json").write_text(json.dumps(rows, indent=2))
 
 
