@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 venv=${VENV:-.venv-test}
 bash scripts/setup.sh "$venv"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
-"$venv/bin/python" -m pytest -p no:cacheprovider "$@"
+. "$venv/bin/activate"
+python -m pytest -p no:cacheprovider "$@"
 "$venv/bin/python" -m pip install -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
-"$venv/bin/python" -m pytest -p no:cacheprovider tests/test_console.py
+python -m pytest -p no:cacheprovider tests/test_console.py

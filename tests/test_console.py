@@ -3,13 +3,23 @@
 import glob
 import json
 import os
-import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-LM_EVAL = shutil.which("lm_eval")
-pytestmark = pytest.mark.skipif(LM_EVAL is None, reason="lm_eval console script not installed")
+BIN = Path(sys.executable).parent  # the console scripts of the environment running the tests
+
+
+def script(name: str) -> str:
+    path = BIN / name
+    if not path.exists():
+        pytest.fail(f"console script {name} is not installed next to {sys.executable}")
+    return str(path)
+
+
+LM_EVAL = str(BIN / "lm_eval")
 
 
 def run(args, tmp_path, **env):
@@ -18,7 +28,7 @@ def run(args, tmp_path, **env):
 
 
 def test_ls_tasks_lists_ours_from_the_installed_package(tmp_path):
-    out = run([LM_EVAL, "ls", "tasks"], tmp_path)
+    out = run([script("lm_eval"), "ls", "tasks"], tmp_path)
     assert out.returncode == 0, out.stderr
     for name in ("longctx_kv", "longctx_passkey", "longctx_pi_title", "longctx"):
         assert f"|{name} " in out.stdout.replace(" |", "|") or f"|{name}|" in out.stdout.replace(" ", "")
@@ -59,7 +69,6 @@ def test_user_mistake_is_one_clear_line_not_a_traceback(tmp_path, tiny_model_dir
 
 
 def test_helper_command_prints_the_task_folder(tmp_path):
-    exe = shutil.which("lm-eval-longctx")
-    out = run([exe, "tasks-dir"], tmp_path)
+    out = run([script("lm-eval-longctx"), "tasks-dir"], tmp_path)
     assert out.returncode == 0
     assert os.path.isfile(os.path.join(out.stdout.strip(), "longctx.yaml"))
