@@ -160,13 +160,14 @@ def _fill_bulk(counter: PromptCounter, anchor: str, budget: int, draw_units):
     mean = max(1.0, sum(probe_lengths) / len(probe_lengths))
     batch, batch_lengths = probe, probe_lengths
     while True:
-        for unit, n in zip(batch, batch_lengths):
+        for i, (unit, n) in enumerate(zip(batch, batch_lengths)):
             if total + n <= budget:
                 units.append(unit)
                 lengths.append(n)
                 total += n
             else:
-                spares[n].append(unit)
+                for spare, m in zip(batch[i:], batch_lengths[i:]):  # measured already: keep them
+                    spares[m].append(spare)
                 return units, lengths, spares
         # Draw about what is still missing, plus a margin, in one batched call.
         batch = draw_units(int((budget - total) / mean * 1.05) + 16)
@@ -191,12 +192,14 @@ def _solve_tail(counter, anchor, budget, units, lengths, spares, draw_units, pre
         lengths.append(n)
         bulk_tokens += n
     remainder = budget - bulk_tokens
-    tail_units = _exact_fill(counter, anchor, remainder, spares, draw_units, prefer_long)
+    tail_units = _exact_fill(counter, anchor, remainder, spares, None, prefer_long)
     while tail_units is None and units and remainder < 8 * longest:
         # A gap between k and k+1 units (37 tokens from units of 14-18, say): give the exact
-        # fill one more unit's worth of room.
+        # fill one more unit's worth of room, from the units already measured.
         spares[lengths[-1]].append(units.pop())
         remainder += lengths.pop()
+        tail_units = _exact_fill(counter, anchor, remainder, spares, None, prefer_long)
+    if tail_units is None:  # only now measure fresh units, which may bring missing lengths
         tail_units = _exact_fill(counter, anchor, remainder, spares, draw_units, prefer_long)
     return tail_units
 
@@ -220,10 +223,12 @@ def _exact_fill(counter, anchor, remainder, spares, draw_units, prefer_long=True
         return []
     if remainder < 0:
         return None
-    for _ in range(8):
+    for _ in range(8 if draw_units else 1):
         combo = _solve(remainder, {n: len(us) for n, us in spares.items() if us and n > 0}, prefer_long)
         if combo is not None:
             return [(spares[n].pop(-1 if prefer_long else 0), n) for n in combo]
+        if draw_units is None:
+            return None
         extra = draw_units(64)  # more units may bring lengths that make the sum reachable
         for unit, n in zip(extra, counter.piece_lengths(extra, anchor)):
             spares[n].append(unit)

@@ -14,7 +14,6 @@ from lm_eval_longctx.spec import GridSpec
 from lm_eval_longctx.tokens import PromptCounter
 
 HEADER = "## UUID key/value pairs to remember:\n\n"
-HEX = "0123456789abcdef"
 
 
 def kv_line(key: str, value: str) -> str:
@@ -36,7 +35,7 @@ def kv_layout(key: str, value: str, prompt_style: str) -> Layout:
 
 
 def _hex(rng: random.Random, n: int) -> str:
-    return "".join(rng.choice(HEX) for _ in range(n))
+    return f"{rng.getrandbits(4 * n):0{n}x}"
 
 
 def generate_kv(spec: GridSpec, counter: PromptCounter, progress=None) -> list[dict]:

@@ -24,7 +24,7 @@ from lm_eval_longctx.tokens import PromptCounter, load_tokenizer
 log = logging.getLogger("lm_eval_longctx")
 
 # Bump when a generator's output changes for the same inputs: old cache entries then miss.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 BEYOND = "beyond_window"
 

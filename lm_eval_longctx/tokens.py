@@ -116,13 +116,17 @@ class PromptCounter:
         """
         if not pieces:
             return []
-        texts = [anchor + p for p in pieces]
+        distinct = list(dict.fromkeys(pieces))  # filler sentences repeat: measure each once
+        texts = [anchor] + [anchor + p for p in distinct]
         if self._backend is not None:
-            anchored = [len(e.ids) for e in self._backend.encode_batch([anchor] + texts, add_special_tokens=False)]
+            # encode_batch_fast skips the offsets, which counting does not need.
+            encode = getattr(self._backend, "encode_batch_fast", None) or self._backend.encode_batch
+            anchored = [len(e.ids) for e in encode(texts, add_special_tokens=False)]
         else:
-            anchored = [len(ids) for ids in self.tokenizer([anchor] + texts, add_special_tokens=False)["input_ids"]]
+            anchored = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
         base = anchored[0]
-        return [n - base for n in anchored[1:]]
+        length_of = {p: n - base for p, n in zip(distinct, anchored[1:])}
+        return [length_of[p] for p in pieces]
 
     def fingerprint(self) -> str:
         """Return a digest of everything that decides token counts (vocabulary, rules, template)."""
