@@ -22,6 +22,12 @@ def _tasks_dir(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from lm_eval_longctx.report import main as report
+
+    return report(args.paths, args.output_dir, args.threshold)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lm-eval-longctx",
@@ -42,6 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_smollm2)
     p = sub.add_parser("tasks-dir", help="print the folder holding the longctx task YAMLs")
     p.set_defaults(func=_tasks_dir)
+    p = sub.add_parser(
+        "report",
+        help="draw heatmaps and length curves and write a leaderboard from lm-eval results files",
+        description="Read lm-eval output (--output_path folders or results_*.json files, with the "
+        "samples_*.jsonl files of --log_samples when present) of one run or many, and write report.md, "
+        "leaderboard.csv, a depth x length heatmap per run and task, and a length curve per task. "
+        "Needs no model. Exit status 1 when some PATH was skipped (the report says why).",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="an lm-eval --output_path folder or a results JSON file")
+    p.add_argument("--output-dir", help="folder to write (default: PATH_longctx_report beside the first PATH)")
+    p.add_argument("--threshold", type=float, default=0.85,
+                   help="accuracy an effective context length must hold at every length up to it (default 0.85)")
+    p.set_defaults(func=_report)
     return parser
 
 
