@@ -368,7 +368,8 @@ def load_run(path: Path) -> Run:
     group = results["results"].get(GROUP, {}).get("score,none")
     return Run(
         source=path,
-        model=model_label(results.get("config") or {}),
+        # Prompts under a chat template are another experiment: say so where runs are named.
+        model=model_label(results.get("config") or {}) + (" (chat template)" if results.get("chat_template") else ""),
         rope=label,
         native_window=int(native) if native else None,
         native_window_source=source,

@@ -359,3 +359,13 @@ def test_missing_matplotlib_says_how_to_install(monkeypatch, tmp_path):
     run = report.with_unique_slugs([report.load_run(results_json("rope_none"))])[0]
     with pytest.raises(LongCtxError, match=r"pip install 'lm-eval-longctx\[report\]'"):
         report.write_report([run], tmp_path, 0.85)
+
+
+def test_a_chat_template_run_is_named_as_such(tmp_path):
+    source = next((FIXTURES / "rope_none").rglob("results_*.json"))
+    results = json.loads(source.read_text())
+    results["chat_template"] = "{{ messages }}"
+    copy = tmp_path / "results_chat.json"
+    copy.write_text(json.dumps(results))
+    assert report.load_run(copy).model.endswith("(chat template)")
+    assert not report.load_run(source).model.endswith("(chat template)")
