@@ -634,7 +634,8 @@ def plot_length_curves(runs: Sequence[Run], task: str, threshold: float, path: P
             axes.plot(beyond, [-0.05] * len(beyond), linestyle="none", marker="x", markersize=9, color=colour)
     for window in sorted({run.native_window for run in shown if run.native_window}):
         axes.axvline(window, color="0.3", linestyle="--", linewidth=1.2)
-        axes.text(window, 1.02, f" native window {window}", fontsize=9, color="0.3", ha="left", va="bottom")
+        # Written beside the line, low in the plot, so it never runs into the legend.
+        axes.text(window, 0.02, f"native window {window} ", fontsize=9, color="0.3", ha="right", va="bottom", rotation=90)
     axes.axhline(threshold, color="0.6", linestyle=":", linewidth=1.2)
     axes.text(0.995, threshold, f"threshold {threshold:g}", transform=axes.get_yaxis_transform(), fontsize=8,
               color="0.4", ha="right", va="bottom")
