@@ -54,6 +54,7 @@ def build_dataset(task: str, metadata: dict, generate, extra_key: dict | None = 
     }
 
     def build():
+        log.info("%s: building prompts for %s (not in the cache yet)", task, spec.max_seq_lengths)
         return generate(spec, counter, _progress(task, spec))
 
     records, path = cached_records(task, material, build)
