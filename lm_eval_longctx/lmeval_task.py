@@ -21,7 +21,8 @@ from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.spec import GridSpec
 from lm_eval_longctx.tokens import PromptCounter, load_tokenizer
 
-log = logging.getLogger("lm_eval_longctx")
+# A child of lm-eval's logger, so our INFO lines show in its log format and level.
+log = logging.getLogger("lm_eval.longctx")
 
 # Bump when a generator's output changes for the same inputs: old cache entries then miss.
 GENERATOR_VERSION = 2
