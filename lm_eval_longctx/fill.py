@@ -48,10 +48,43 @@ class Assembled:
     filler_tokens_before_needle: int
     filler_tokens: int
 
+    def record(self, spec, *, answer: str, depth: float, sample: int, **extra) -> dict:
+        """Return the dataset record of this prompt: prompt, answer, cell and token counts."""
+        return {
+            "prompt": self.prompt,
+            "answer": answer,
+            **extra,
+            "max_seq_length": self.target_tokens,
+            "depth": depth,
+            "sample": sample,
+            "target_tokens": self.target_tokens,
+            "actual_tokens": self.actual_tokens,
+            "needle_token_offset": self.needle_token_offset,
+            "prompt_style": spec.prompt_style,
+            "chat_template": spec.chat_template,
+        }
+
 
 def minimum_tokens(counter: PromptCounter, layout: Layout) -> int:
     """Return the token count of the prompt with no filler at all."""
     return counter.count(layout.head + layout.needle + layout.tail)
+
+
+def build_grid(spec, counter: PromptCounter, what: str, layout_of_sample, record, progress=None) -> list[dict]:
+    """Return ``record(length, depth, sample)`` for every cell of ``spec``'s grid.
+
+    The grid's shortest length is checked first (see ``check_lengths``); ``progress(length)``
+    is called after each record.
+    """
+    check_lengths(spec, counter, what, layout_of_sample, lambda length, sample: record(length, 0.0, sample))
+    records = []
+    for length in spec.max_seq_lengths:
+        for depth in spec.depths:
+            for sample in range(spec.num_samples):
+                records.append(record(length, depth, sample))
+                if progress is not None:
+                    progress(length)
+    return records
 
 
 def check_lengths(spec, counter: PromptCounter, what: str, layout_of_sample, build) -> None:

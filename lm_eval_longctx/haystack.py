@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from lm_eval_longctx.fill import Layout, assemble, check_lengths
+from lm_eval_longctx.fill import Layout, assemble, build_grid
 from lm_eval_longctx.spec import GridSpec
 from lm_eval_longctx.tokens import PromptCounter
 
@@ -44,21 +44,14 @@ def generate_kv(spec: GridSpec, counter: PromptCounter, progress=None) -> list[d
     Sample ``i`` has the same secret pair and the same filler stream at every length and
     depth, so cells differ only in length and needle position.
     """
-    check_lengths(
+    return build_grid(
         spec,
         counter,
         "longctx_kv",
         lambda sample: kv_layout(*_secret(spec, sample)[1:], spec.prompt_style),
-        lambda length, sample: kv_record(spec, counter, length, 0.0, sample),
+        lambda length, depth, sample: kv_record(spec, counter, length, depth, sample),
+        progress,
     )
-    records = []
-    for length in spec.max_seq_lengths:
-        for depth in spec.depths:
-            for sample in range(spec.num_samples):
-                records.append(kv_record(spec, counter, length, depth, sample))
-                if progress is not None:
-                    progress(length)
-    return records
 
 
 def _secret(spec: GridSpec, sample: int) -> tuple[random.Random, str, str]:
@@ -83,16 +76,4 @@ def kv_record(spec: GridSpec, counter: PromptCounter, length: int, depth: float,
         return lines
 
     built = assemble(counter, kv_layout(key, value, spec.prompt_style), length, depth, draw_units, "longctx_kv")
-    return {
-        "prompt": built.prompt,
-        "answer": value,
-        "key": key,
-        "max_seq_length": length,
-        "depth": depth,
-        "sample": sample,
-        "target_tokens": built.target_tokens,
-        "actual_tokens": built.actual_tokens,
-        "needle_token_offset": built.needle_token_offset,
-        "prompt_style": spec.prompt_style,
-        "chat_template": spec.chat_template,
-    }
+    return built.record(spec, answer=value, depth=depth, sample=sample, key=key)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import random
 
-from lm_eval_longctx.fill import Layout, assemble, check_lengths
+from lm_eval_longctx.fill import Layout, assemble, build_grid
 from lm_eval_longctx.spec import GridSpec
 from lm_eval_longctx.tokens import PromptCounter
 
@@ -38,21 +38,14 @@ def generate_passkey(spec: GridSpec, counter: PromptCounter, progress=None) -> l
 
     Sample ``i`` has the same pass key at every length and depth.
     """
-    check_lengths(
+    return build_grid(
         spec,
         counter,
         "longctx_passkey",
         lambda sample: passkey_layout(_pass_key(spec, sample)[1], spec.prompt_style),
-        lambda length, sample: passkey_record(spec, counter, length, 0.0, sample),
+        lambda length, depth, sample: passkey_record(spec, counter, length, depth, sample),
+        progress,
     )
-    records = []
-    for length in spec.max_seq_lengths:
-        for depth in spec.depths:
-            for sample in range(spec.num_samples):
-                records.append(passkey_record(spec, counter, length, depth, sample))
-                if progress is not None:
-                    progress(length)
-    return records
 
 
 def _pass_key(spec: GridSpec, sample: int) -> tuple[random.Random, str]:
@@ -71,15 +64,4 @@ def passkey_record(spec: GridSpec, counter: PromptCounter, length: int, depth: f
 
     layout = passkey_layout(pass_key, spec.prompt_style)
     built = assemble(counter, layout, length, depth, draw_units, "longctx_passkey")
-    return {
-        "prompt": built.prompt,
-        "answer": pass_key,
-        "max_seq_length": length,
-        "depth": depth,
-        "sample": sample,
-        "target_tokens": built.target_tokens,
-        "actual_tokens": built.actual_tokens,
-        "needle_token_offset": built.needle_token_offset,
-        "prompt_style": spec.prompt_style,
-        "chat_template": spec.chat_template,
-    }
+    return built.record(spec, answer=pass_key, depth=depth, sample=sample)
