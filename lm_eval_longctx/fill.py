@@ -308,22 +308,28 @@ def _place_and_verify(counter, layout, filler, filler_lengths, wanted, target_to
     index = min(range(len(cumulative)), key=lambda i: (abs(cumulative[i] - wanted), i))
     pieces = [layout.head, *filler[:index], layout.needle, *filler[index:], layout.tail]
     prompt = "".join(pieces)
-    rendered, ids, offsets = counter.encode(prompt)
+    rendered, encoding = counter.encoding(prompt)
     content_start = rendered.index(prompt) if counter.chat_template else 0
-    starts = [start for start, _ in offsets]
-    ends = [end for _, end in offsets]
     boundaries = [content_start]
     for piece in pieces:
         boundaries.append(boundaries[-1] + len(piece))
-    first_token = [bisect.bisect_left(starts, b) for b in boundaries]
-    per_piece = [b - a for a, b in zip(first_token, first_token[1:])]
-    in_context = per_piece[1 : index + 1] + per_piece[index + 2 : -1]
     needle_char = boundaries[index + 1]
+    needle_token = encoding.char_to_token(needle_char)
+    actual = len(encoding)
+    in_context = []
+    if needle_token is None or actual != target_tokens:
+        # Only now read the offsets: where the needle landed, and what each unit took in context.
+        starts = [start for start, _ in encoding.offsets]
+        ends = [end for _, end in encoding.offsets]
+        needle_token = bisect.bisect_right(ends, needle_char)
+        first_token = [bisect.bisect_left(starts, b) for b in boundaries]
+        per_piece = [b - a for a, b in zip(first_token, first_token[1:])]
+        in_context = per_piece[1 : index + 1] + per_piece[index + 2 : -1]
     result = Assembled(
         prompt=prompt,
         target_tokens=target_tokens,
-        actual_tokens=len(ids),
-        needle_token_offset=bisect.bisect_right(ends, needle_char),
+        actual_tokens=actual,
+        needle_token_offset=needle_token,
         filler_tokens_before_needle=cumulative[index],
         filler_tokens=cumulative[-1],
     )

@@ -103,6 +103,15 @@ class PromptCounter:
         enc = self.tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
         return text, enc["input_ids"], enc["offset_mapping"]
 
+    def encoding(self, content: str):
+        """Return ``(rendered_text, encoding)``: ``len(encoding)``, ``encoding.char_to_token(i)``
+        and ``encoding.offsets``. With a Rust tokenizer the offsets stay in Rust until read."""
+        text = self.render(content)
+        if self._backend is not None:
+            return text, self._backend.encode(text, add_special_tokens=self._adds_special_tokens(text))
+        _, ids, offsets = self.encode(content)
+        return text, _PyEncoding(ids, offsets)
+
     def count(self, content: str) -> int:
         """Return the number of tokens the model receives for the prompt ``content``."""
         return len(self.encode(content)[1])
@@ -140,3 +149,19 @@ class PromptCounter:
         if self.chat_template:
             h.update(self.render("\x00").encode())
         return h.hexdigest()
+
+
+class _PyEncoding:
+    """The few Encoding methods we use, for tokenizers without a Rust backend."""
+
+    def __init__(self, ids, offsets):
+        self.ids, self.offsets = ids, offsets
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def char_to_token(self, char: int):
+        for index, (start, end) in enumerate(self.offsets):
+            if start <= char < end:
+                return index
+        return None
