@@ -76,12 +76,20 @@ def build_grid(spec, counter: PromptCounter, what: str, layout_of_sample, record
     The grid's shortest length is checked first (see ``check_lengths``); ``progress(length)``
     is called after each record.
     """
-    check_lengths(spec, counter, what, layout_of_sample, lambda length, sample: record(length, 0.0, sample))
+    built: dict[tuple, dict] = {}
+
+    def once(length: int, depth: float, sample: int) -> dict:
+        # The length check builds the shortest length at depth 0; the grid reuses those.
+        if (length, depth, sample) not in built:
+            built[length, depth, sample] = record(length, depth, sample)
+        return built[length, depth, sample]
+
+    check_lengths(spec, counter, what, layout_of_sample, lambda length, sample: once(length, 0.0, sample))
     records = []
     for length in spec.max_seq_lengths:
         for depth in spec.depths:
             for sample in range(spec.num_samples):
-                records.append(record(length, depth, sample))
+                records.append(once(length, depth, sample))
                 if progress is not None:
                     progress(length)
     return records
