@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lm_eval_longctx.errors import LongCtxError
-from lm_eval_longctx.tokens import PromptCounter
+from lm_eval_longctx.tokens import PromptCounter, token_at
 
 MAX_CORRECTIONS = 8
 MAX_FILL_UNITS = 16
@@ -45,8 +45,6 @@ class Assembled:
     target_tokens: int
     actual_tokens: int
     needle_token_offset: int
-    filler_tokens_before_needle: int
-    filler_tokens: int
 
     def record(self, spec, *, answer: str, depth: float, sample: int, **extra) -> dict:
         """Return the dataset record of this prompt: prompt, answer, cell and token counts."""
@@ -139,8 +137,7 @@ def assemble(
     (to within one filler unit; 0 puts it right after the head, 1 right before the tail). ``draw_units(n)`` returns the next ``n`` filler units of
     a deterministic stream. ``what`` names the task in error messages.
     """
-    fixed = minimum_tokens(counter, layout)
-    head_tokens = _head_tokens(counter, layout)
+    fixed, head_tokens = _fixed_parts(counter, layout)
     if target_tokens < fixed:
         raise LongCtxError(
             f"{what}: length {target_tokens} is too small: the fixed parts of the prompt (header, "
@@ -299,12 +296,13 @@ def _solve(remainder: int, available: dict[int, int], prefer_long: bool = True) 
     return None
 
 
-def _head_tokens(counter: PromptCounter, layout: Layout) -> int:
-    """Return how many tokens come before the filler (BOS, chat template, head)."""
+def _fixed_parts(counter: PromptCounter, layout: Layout) -> tuple[int, int]:
+    """Return the tokens of the prompt with no filler, and how many of them come before the
+    filler (BOS, chat template, head): one encode for both."""
     content = layout.head + layout.needle + layout.tail
-    rendered, _, offsets = counter.encode(content)
+    rendered, ids, offsets = counter.encode(content)
     head_end = (rendered.index(content) if counter.chat_template else 0) + len(layout.head)
-    return bisect.bisect_left([start for start, _ in offsets], head_end)
+    return len(ids), bisect.bisect_left([start for start, _ in offsets], head_end)
 
 
 def _place_and_verify(counter, layout, filler, filler_lengths, wanted, target_tokens):
@@ -321,15 +319,12 @@ def _place_and_verify(counter, layout, filler, filler_lengths, wanted, target_to
     boundaries = [content_start]
     for piece in pieces:
         boundaries.append(boundaries[-1] + len(piece))
-    needle_char = boundaries[index + 1]
-    needle_token = encoding.char_to_token(needle_char)
+    needle_token = token_at(encoding, boundaries[index + 1])
     actual = len(encoding)
     in_context = []
-    if needle_token is None or actual != target_tokens:
-        # Only now read the offsets: where the needle landed, and what each unit took in context.
+    if actual != target_tokens:
+        # Only now read the offsets: what each unit took in context.
         starts = [start for start, _ in encoding.offsets]
-        ends = [end for _, end in encoding.offsets]
-        needle_token = bisect.bisect_right(ends, needle_char)
         first_token = [bisect.bisect_left(starts, b) for b in boundaries]
         per_piece = [b - a for a, b in zip(first_token, first_token[1:])]
         in_context = per_piece[1 : index + 1] + per_piece[index + 2 : -1]
@@ -338,7 +333,5 @@ def _place_and_verify(counter, layout, filler, filler_lengths, wanted, target_to
         target_tokens=target_tokens,
         actual_tokens=actual,
         needle_token_offset=needle_token,
-        filler_tokens_before_needle=cumulative[index],
-        filler_tokens=cumulative[-1],
     )
     return result, in_context

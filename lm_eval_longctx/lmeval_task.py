@@ -9,14 +9,13 @@ other than the one generated (a left-truncated context, an unexpected chat templ
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import datasets
 from lm_eval.api.metrics import mean
 from lm_eval.api.task import ConfigurableTask
 
 from lm_eval_longctx import scoring, window
-from lm_eval_longctx.cache import cache_key, cached_records
+from lm_eval_longctx.cache import cached_records
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.spec import GridSpec
 from lm_eval_longctx.tokens import PromptCounter, load_tokenizer
@@ -61,7 +60,7 @@ def build_dataset(task: str, metadata: dict, generate, extra_key: dict | None = 
     records, path = cached_records(task, material, build)
     log.info("%s: %d prompts from %s", task, len(records), path)
     dataset = datasets.Dataset.from_list(records)
-    dataset.info.description = f"{task} data, key {cache_key(material)[:32]}"
+    dataset.info.description = f"{task} data, key {path.stem}"  # the cache file is named by the key
     return {"test": dataset}
 
 

@@ -15,7 +15,7 @@ from importlib import resources
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.fill import Layout, assemble
 from lm_eval_longctx.passkey import FILLER
-from lm_eval_longctx.tokens import PromptCounter
+from lm_eval_longctx.tokens import PromptCounter, token_at
 
 QUESTION = "Question: What's the title of this paper?"
 TITLE = "Extending Context Window of Large Language Models via Position Interpolation"
@@ -117,17 +117,17 @@ def _around(center: int, radius: int) -> list[int]:
 
 
 def _record(counter: PromptCounter, prompt: str, length: int | None, version: str, prompt_style: str) -> dict:
-    rendered, ids, offsets = counter.encode(prompt)
-    title_char = rendered.index(TITLE.upper())
-    title_token = bisect.bisect_right([e for _, e in offsets], title_char)
+    rendered, encoding = counter.encoding(prompt)
+    tokens = len(encoding)
+    title_token = token_at(encoding, rendered.index(TITLE.upper()))
     return {
         "prompt": prompt,
         "answer": TITLE,
-        "max_seq_length": len(ids) if length is None else length,
-        "target_tokens": len(ids) if length is None else length,
-        "actual_tokens": len(ids),
+        "max_seq_length": tokens if length is None else length,
+        "target_tokens": tokens if length is None else length,
+        "actual_tokens": tokens,
         "title_token_offset": title_token,
-        "tokens_after_title": len(ids) - title_token,
+        "tokens_after_title": tokens - title_token,
         "document": version,
         "prompt_style": prompt_style,
         "chat_template": counter.chat_template,

@@ -9,6 +9,7 @@ both, so a prompt built to N tokens here is N tokens on the model's side.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import json
@@ -149,6 +150,15 @@ class PromptCounter:
         if self.chat_template:
             h.update(self.render("\x00").encode())
         return h.hexdigest()
+
+
+def token_at(encoding, char: int) -> int:
+    """Return the index of the token that holds character ``char`` of the rendered text
+    (the first token ending after it, when normalization left the character uncovered)."""
+    index = encoding.char_to_token(char)
+    if index is None:
+        index = bisect.bisect_right([end for _, end in encoding.offsets], char)
+    return index
 
 
 class _PyEncoding:

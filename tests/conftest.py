@@ -60,7 +60,7 @@ def _byte_level_bpe():
 
 
 def _sentencepiece_style():
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
