@@ -60,6 +60,18 @@ def _register_model(models_module) -> None:
     registry.register(MODEL_NAME, target=MODEL_TARGET)
 
 
+def _fail(message: str) -> None:
+    """Print one error line as the last thing on stderr, then exit 2."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or ()):
+        try:
+            bar.close()  # else an open progress bar redraws itself after our line at exit
+        except Exception:
+            pass
+    sys.stderr.write(f"\nlm-eval-longctx error: {message}\n")
+    raise SystemExit(2) from None
+
+
 def _patch_cli(module) -> None:
     # Our errors are user mistakes with a message that says the fix: print that, not a
     # traceback through lm-eval's internals.
@@ -74,8 +86,15 @@ def _patch_cli(module) -> None:
         try:
             return original_execute(self, args)
         except LongCtxError as exc:
-            sys.stderr.write(f"lm-eval-longctx error: {exc}\n")
-            raise SystemExit(2) from None
+            _fail(str(exc))
+        except Exception as exc:
+            # A served run's request failed (timeout, server gone): say which length and the fix.
+            from lm_eval_longctx.served import explain
+
+            message = explain(exc, getattr(args, "use_cache", None))
+            if message is None:
+                raise
+            _fail(message)
 
     execute.__wrapped__ = original_execute
     harness.execute = execute

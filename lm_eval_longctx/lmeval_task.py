@@ -14,7 +14,7 @@ import datasets
 from lm_eval.api.metrics import mean
 from lm_eval.api.task import ConfigurableTask
 
-from lm_eval_longctx import scoring, window
+from lm_eval_longctx import scoring, served, window
 from lm_eval_longctx.cache import cached_records
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.spec import GridSpec
@@ -207,15 +207,25 @@ class LongCtxTask(ConfigurableTask):
             self._higher_is_better[metric_name(BEYOND, length=n)] = False
         self._check_window(lengths)
 
+    @property
+    def _max_gen_toks(self) -> int:
+        return int((self.config.generation_kwargs or {}).get("max_gen_toks", 256))
+
     def _check_window(self, lengths: list[int]) -> None:
         """Refuse lengths that lm-eval's stock ``hf`` model would cut from the left."""
+        metadata = self.config.metadata or {}
+        if served.is_served(metadata):
+            # A server: the window is the server's; ServedRun.check asks it before any request.
+            served.ServedRun.from_metadata(metadata, self.config.task).check_settings(
+                self.config.task, lengths, self._max_gen_toks
+            )
+            return
         if window.marking_model_window() is not None:
             return  # hf-longctx is loaded: it marks such prompts beyond the window instead
-        metadata = self.config.metadata or {}
         limit, source = window.stock_hf_window(metadata)
         if limit is None:
             return
-        room = limit - int((self.config.generation_kwargs or {}).get("max_gen_toks", 256))
+        room = limit - self._max_gen_toks
         too_long = [n for n in lengths if n > room]
         if too_long:
             raise LongCtxError(
@@ -262,8 +272,37 @@ class LongCtxTask(ConfigurableTask):
             metadata = {**(self.config.metadata or {}), "chat_template": bool(apply_chat_template)}
             self.dataset = self.config.custom_dataset(**metadata)
             self._adopt_dataset()
+        if served.is_served(self.config.metadata):
+            self._check_server(bool(apply_chat_template))
         # lm-eval's request cache key ignores metadata; without the grid key, --cache_requests
         # would reuse prompts built for other lengths or another tokenizer.
         return super().build_all_requests(
             tokenizer_name=f"{tokenizer_name}-{self._grid_key}", apply_chat_template=apply_chat_template, **kwargs
         )
+
+    def _check_server(self, apply_chat_template: bool) -> None:
+        """Ask the server, once, with this task's longest prompt; record what served the run."""
+        metadata = self.config.metadata or {}
+        task = self.config.task
+        run = served.ServedRun.from_metadata(metadata, task)
+        if run.chat and not apply_chat_template:
+            raise LongCtxError(
+                f"{task}: base_url={run.base_url} is a chat endpoint; lm-eval's local-chat-completions "
+                "needs --apply_chat_template (the server then applies the model's chat template, and the "
+                "prompts are built with its tokens counted)."
+            )
+        if apply_chat_template and not run.chat and not run.tokenized_requests:
+            raise LongCtxError(
+                f"{task}: --apply_chat_template with local-completions and tokenized_requests=False sends "
+                "the chat as a JSON list to a text completions endpoint. Use --model local-chat-completions "
+                "with base_url=.../v1/chat/completions, or drop --apply_chat_template."
+            )
+        spec = GridSpec.from_metadata(metadata, task)
+        counter = PromptCounter(load_tokenizer(spec.tokenizer), spec.chat_template, spec.tokenizer.add_bos_token)
+
+        def token_ids_of(prompt: str) -> list[int]:
+            return counter.encode(prompt)[1]  # the ids lm-eval's API model sends with tokenized_requests
+
+        docs = self.dataset[self.config.test_split]
+        learned = run.check(task, docs, self._max_gen_toks, token_ids_of)
+        self.config.metadata = {**metadata, "longctx_served": learned}

@@ -279,8 +279,13 @@ def model_args(config: Mapping) -> dict:
     return dict(args)
 
 
-def model_label(config: Mapping) -> str:
-    """Return the model's short name: the last part of ``pretrained``."""
+def model_label(config: Mapping, served: Mapping | None = None) -> str:
+    """Return the model's short name: the last part of ``pretrained`` (a served model: its name
+    as sent to the server, and the server's address)."""
+    if served is not None:
+        name = served.get("model") or Path(str(served.get("tokenizer") or "model").rstrip("/")).name
+        host = str(served.get("base_url", "")).split("//", 1)[-1].split("/", 1)[0]
+        return f"{Path(str(name).rstrip('/')).name} @ {host}"
     pretrained = model_args(config).get("pretrained")
     if not isinstance(pretrained, str) or not pretrained:
         return str(config.get("model") or "unknown model")
@@ -306,9 +311,40 @@ def _checkpoint_config(config: Mapping) -> dict | None:
         return None
 
 
+def served_record(results: Mapping) -> dict | None:
+    """Return what served the model (``longctx_served`` in a longctx task's metadata), if served."""
+    for task, task_config in (results.get("configs") or {}).items():
+        if task.startswith(f"{GROUP}_") and isinstance(task_config, Mapping):
+            record = (task_config.get("metadata") or {}).get("longctx_served")
+            if isinstance(record, Mapping):
+                return {**record, "tokenizer": (task_config.get("metadata") or {}).get("tokenizer")}
+    return None
+
+
+def _served_provenance(record: Mapping) -> tuple[str, int | None, str, int | None]:
+    """Provenance of a served run: the server's RoPE as the user recorded it (server_rope)."""
+    if record.get("server_rope_parameters") is not None:
+        label = f"{rope_label(record['server_rope_parameters'])} (served)"
+    else:
+        label = "as set on the server, not recorded (served)"
+    tokenizer = record.get("tokenizer")
+    checkpoint = _checkpoint_config({"model_args": {"pretrained": tokenizer}}) if isinstance(tokenizer, str) else None
+    if checkpoint:
+        try:
+            native = rope.merge_rope(checkpoint).native_window
+        except LongCtxError:
+            native = None
+        if native:
+            return label, native, "the served model's config.json (tokenizer folder)", None
+    return label, None, "unknown (served; no config.json beside the tokenizer)", None
+
+
 def provenance(results: Mapping) -> tuple[str, int | None, str, int | None]:
     """Return (RoPE label, native window, where the window came from, model max_length)."""
     config = results.get("config") or {}
+    record = served_record(results)
+    if record is not None:
+        return _served_provenance(record)
     longctx = config.get("longctx")
     if isinstance(longctx, Mapping):  # written by --model hf-longctx
         theta = (longctx.get("rope_args") or {}).get("rope_theta")
@@ -365,11 +401,13 @@ def load_run(path: Path) -> Run:
             "--tasks longctx (or longctx_kv, longctx_passkey, longctx_pi_title) and pass that output."
         )
     label, native, source, max_length = provenance(results)
+    served = served_record(results)
     group = results["results"].get(GROUP, {}).get("score,none")
     return Run(
         source=path,
         # Prompts under a chat template are another experiment: say so where runs are named.
-        model=model_label(results.get("config") or {}) + (" (chat template)" if results.get("chat_template") else ""),
+        model=model_label(results.get("config") or {}, served)
+        + (" (chat template)" if results.get("chat_template") or (served or {}).get("endpoint") == "chat/completions" else ""),
         rope=label,
         native_window=int(native) if native else None,
         native_window_source=source,

@@ -171,7 +171,7 @@ KINDS: dict[str, RopeKind] = {
 
 def _failer(given, example, arg="rope_scaling"):
     def fail(problem):
-        raise LongCtxError(f"{arg}={given!r}: {problem}. Write it like rope_scaling={example} ({FORMS}).")
+        raise LongCtxError(f"{arg}={given!r}: {problem}. Write it like {arg}={example} ({FORMS}).")
 
     return fail
 
@@ -194,11 +194,11 @@ def _read_dict_literal(text, fail):
     return value
 
 
-def _read_shorthand(text, given):
+def _read_shorthand(text, given, arg="rope_scaling"):
     if text.lower() in ("none", "default"):
         return {"rope_type": "default"}
     kind, *fields = re.split(r"[:;]", text)
-    fail = _failer(given, KINDS.get(kind.strip().lower(), KINDS["dynamic"]).example)
+    fail = _failer(given, KINDS.get(kind.strip().lower(), KINDS["dynamic"]).example, arg)
     params = {"rope_type": kind.strip()}
     for position, item in enumerate(fields):
         key, sep, value = item.partition("=")
@@ -214,28 +214,29 @@ def _read_shorthand(text, given):
     return params
 
 
-def parse_rope_scaling(value) -> dict | None:
+def parse_rope_scaling(value, arg: str = "rope_scaling") -> dict | None:
     """Return the scaling asked for as a transformers-style dict, or None to keep the checkpoint's.
 
     Raises LongCtxError, naming the value and an accepted form, for an unknown kind, a missing
-    or unknown key, or a value of the wrong type or sign.
+    or unknown key, or a value of the wrong type or sign. ``arg`` is the name the user typed
+    (``rope_scaling`` for hf-longctx, ``server_rope`` for a served model's recorded setting).
     """
     if value is None:
         return None
-    fail = _failer(value, "dynamic:2")
+    fail = _failer(value, "dynamic:2", arg)
     if isinstance(value, Mapping):
         params = dict(value)
     elif isinstance(value, str) and value.strip().startswith("{"):
         params = _read_dict_literal(value.strip(), fail)
     elif isinstance(value, str) and value.strip():
-        params = _read_shorthand(value.strip(), value)
+        params = _read_shorthand(value.strip(), value, arg)
     else:
         fail("give a kind and a factor")
-    return _normalise(params, value)
+    return _normalise(params, value, arg)
 
 
-def _normalise(params, given):
-    fail = _failer(given, "dynamic:2")
+def _normalise(params, given, arg="rope_scaling"):
+    fail = _failer(given, "dynamic:2", arg)
     named = {}
     for key, value in params.items():
         canonical = ALIASES.get(key, key)
@@ -249,7 +250,7 @@ def _normalise(params, given):
     kind = KINDS.get(kind_name)
     if kind is None:
         fail(f"unknown kind {kind_name!r}; known kinds: {', '.join(sorted(KINDS))}")
-    fail = _failer(given, kind.example)
+    fail = _failer(given, kind.example, arg)
     theta = named.pop("rope_theta", None)
     unknown = set(named) - kind.required - kind.optional
     if unknown:

@@ -141,15 +141,27 @@ def _prompt_style(value, task: str) -> str:
     return value
 
 
+def _served_token_ids(md: dict) -> bool:
+    """True when lm-eval's API model will send token ids (local-completions' default)."""
+    chat = str(md.get("base_url", "")).rstrip("/").endswith("chat/completions")
+    value = md.get("tokenized_requests")
+    if value is None:
+        return not chat
+    return value is True or str(value).strip().lower() in ("true", "1", "yes")
+
+
 def _tokenizer_source(md: dict, task: str) -> TokenizerSource:
     name = md.get("tokenizer") or md.get("pretrained")
     if not name or not isinstance(name, str):
         raise LongCtxError(
             f"{task}: no tokenizer to build prompts with. The tasks build prompts in the model's own "
-            "tokens: pass pretrained=DIR in --model_args, or --metadata '{\"tokenizer\": \"DIR\"}'."
+            "tokens: pass pretrained=DIR in --model_args (for a served model: tokenizer=DIR), or "
+            "--metadata '{\"tokenizer\": \"DIR\"}'."
         )
     uses_model = not md.get("tokenizer")
     add_bos = md.get("add_bos_token")
+    if add_bos is None and md.get("base_url") and _served_token_ids(md):
+        add_bos = False  # lm-eval's API model encodes token-id requests without special tokens
     return TokenizerSource(
         name=name,
         gguf_file=md.get("gguf_file") if uses_model else md.get("tokenizer_gguf_file"),
