@@ -26,7 +26,7 @@ from collections import defaultdict
 import torch
 from lm_eval.api.registry import model_registry
 from lm_eval.models.huggingface import HFLM
-from lm_eval.models.utils import normalize_gen_kwargs
+from lm_eval.models.utils import has_bos_prefix, normalize_gen_kwargs
 from tqdm import tqdm
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
@@ -183,12 +183,40 @@ class HFLongCtxLM(HFLM):
 
     # Requests: never truncate; one dynamic-NTK base per prompt length.
 
-    def tok_batch_encode(self, strings, padding_side="left", left_truncate_len=None, truncation=False):
-        # Prompts that do not fit were set aside before batching; the rest are never cut.
-        return super().tok_batch_encode(strings, padding_side=padding_side)
+    _encoded: dict = {}  # context -> token ids, filled for the length of one generate_until call
 
     def _prompt_len(self, context: str) -> int:
-        return self.tok_batch_encode([context])[0].shape[1]
+        return len(self._encode_once([context])[0])
+
+    def tok_batch_encode(self, strings, padding_side="left", left_truncate_len=None, truncation=False):
+        # Prompts that do not fit were set aside before batching; the rest are never cut.
+        encoded = [self._encoded.get(s) for s in strings]
+        if encoded and all(e is not None for e in encoded) and len({len(e) for e in encoded}) == 1:
+            # An equal-length batch encoded once in generate_until: no padding, all ones.
+            ids = torch.tensor(encoded, dtype=torch.long)
+            return ids, torch.ones_like(ids)
+        return super().tok_batch_encode(strings, padding_side=padding_side)
+
+    def tok_encode(self, string, add_special_tokens=None, left_truncate_len=None, **kwargs):
+        # lm-eval's generate_until encodes each context once more only to sort by length.
+        if add_special_tokens is None and not left_truncate_len and string in self._encoded:
+            return self._encoded[string]
+        return super().tok_encode(string, add_special_tokens=add_special_tokens, left_truncate_len=left_truncate_len, **kwargs)
+
+    def _encode_once(self, contexts: list[str]) -> list[list[int]]:
+        """Encode every context once, batched (the Rust tokenizer runs in parallel), with the
+        special-token rule of HFLM.tok_batch_encode: no BOS added to a text that starts with it."""
+        bos = getattr(self.tokenizer, "bos_token", None)
+        special = {} if self.add_bos_token is None else {"add_special_tokens": self.add_bos_token}
+        with_bos = [i for i, c in enumerate(contexts) if has_bos_prefix(c, bos)]
+        plain = [i for i in range(len(contexts)) if i not in set(with_bos)]
+        ids: list[list[int]] = [[] for _ in contexts]
+        for indices, kwargs in ((plain, special), (with_bos, {"add_special_tokens": False})):
+            if indices:
+                out = self.tokenizer([contexts[i] for i in indices], return_attention_mask=False, **kwargs)
+                for i, row in zip(indices, out["input_ids"]):
+                    ids[i] = row
+        return ids
 
     def _warn_beyond_window(self, needed: list[int], total: int) -> None:
         shown = ", ".join(str(n) for n in sorted(set(needed))[:10]) + (", ..." if len(set(needed)) > 10 else "")
@@ -204,7 +232,15 @@ class HFLongCtxLM(HFLM):
         )
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        prompt_lens = [self._prompt_len(req.args[0]) for req in requests]
+        contexts = [req.args[0] for req in requests]
+        self._encoded = dict(zip(contexts, self._encode_once(contexts)))
+        try:
+            return self._generate_by_length(requests, disable_tqdm)
+        finally:
+            self._encoded = {}
+
+    def _generate_by_length(self, requests, disable_tqdm: bool) -> list[str]:
+        prompt_lens = [len(self._encoded[req.args[0]]) for req in requests]
         budgets = [normalize_gen_kwargs(req.args[1], self.max_gen_toks)["max_gen_toks"] for req in requests]
         results = [window.BEYOND_WINDOW] * len(requests)
         by_length = defaultdict(list)

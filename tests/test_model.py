@@ -294,6 +294,35 @@ def test_generation_batches_hold_one_prompt_length_and_no_padding(tiny_model_dir
     assert sorted(seen) == sorted([((2, lengths[0]), True), ((1, lengths[1]), True), ((2, lengths[2]), True)])
 
 
+def test_each_prompt_is_tokenized_once_and_fed_as_the_stock_encoding(tiny_model_dir, monkeypatch):
+    lm = load(tiny_model_dir, batch_size=2)
+    prompts = [prompt_of_at_least(lm, n) for n in (100, 100, 300)]
+    stock = [lm.tok_batch_encode([p])[0][0].tolist() for p in prompts]  # HFLM's own encoding
+    fed, encoded = [], []
+    original_generate, tokenizer_class = lm._model_generate, type(lm.tokenizer)
+    original_call, original_encode = tokenizer_class.__call__, tokenizer_class.encode
+
+    def spy_generate(context, max_length, stop, **kwargs):
+        fed.extend(context.tolist())
+        return original_generate(context, max_length, stop, **kwargs)
+
+    def counting_call(self, text, *args, **kwargs):
+        encoded.extend([text] if isinstance(text, str) else list(text))
+        return original_call(self, text, *args, **kwargs)
+
+    def counting_encode(self, text, *args, **kwargs):
+        encoded.append(text)
+        return original_encode(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(lm, "_model_generate", spy_generate)
+    monkeypatch.setattr(tokenizer_class, "__call__", counting_call)
+    monkeypatch.setattr(tokenizer_class, "encode", counting_encode)
+    generate(lm, prompts)
+    # Once each (stop sequences are encoded too, by lm-eval's stopping criteria).
+    assert sorted(e for e in encoded if e in prompts) == sorted(prompts)
+    assert sorted(fed) == sorted(stock)
+
+
 def test_batch_size_auto_detects_once(tiny_model_dir, monkeypatch):
     calls = []
     original = HFLM._detect_batch_size
