@@ -210,6 +210,39 @@ def test_stock_hf_run_reads_rope_and_window_from_the_checkpoint_config(tmp_path)
     assert (run.model, run.rope, run.native_window) == ("yarn-model", "yarn x4 (checkpoint, stock hf)", 1024)
 
 
+SERVED_RUN = "served_llama_cpp"  # local-completions against llama.cpp, longctx_passkey and _kv at 512, 2048
+
+
+def test_served_run_is_labelled_by_host_and_the_servers_rope_setting():
+    run = report.load_run(results_json(SERVED_RUN))
+    assert run.model == "SmolLM2-135M-Instruct-Q4_1 @ 127.0.0.1:8770"
+    assert run.rope == "none (served)"  # server_rope "none" as recorded in the task metadata
+    passkey = run.tasks["longctx_passkey"]
+    assert {n: (c.correct, c.scored) for n, c in passkey.by_length.items()} == {512: (9, 9), 2048: (6, 9)}
+    assert passkey.by_depth_length[(1.0, 2048)].scored == 3  # per-sample cells from the samples file
+
+
+def test_served_run_reads_the_native_window_beside_its_tokenizer(tmp_path):
+    model = tmp_path / "smollm2"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"max_position_embeddings": 8192, "rope_theta": 100000.0}))
+    results = json.loads(results_json(SERVED_RUN).read_text())
+    for config in results["configs"].values():
+        config["metadata"]["tokenizer"] = str(model)
+        config["metadata"]["longctx_served"]["server_rope_parameters"] = {"rope_type": "yarn", "factor": 2.0}
+    path = tmp_path / "results_x.json"
+    path.write_text(json.dumps(results))
+    run = report.load_run(path)
+    assert (run.rope, run.native_window) == ("yarn x2 (served)", 8192)
+    assert run.native_window_source == "the served model's config.json (tokenizer folder)"
+    for config in results["configs"].values():
+        config["metadata"]["tokenizer"] = str(tmp_path / "gone")
+        del config["metadata"]["longctx_served"]["server_rope_parameters"]
+    path.write_text(json.dumps(results))
+    run = report.load_run(path)
+    assert (run.rope, run.native_window) == ("as set on the server, not recorded (served)", None)
+
+
 @needs_matplotlib
 def test_crafted_samples_set_accuracy_counts_and_effective_length(tmp_path):
     run_dir = copy_run("rope_linear2", tmp_path)
