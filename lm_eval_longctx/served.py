@@ -233,7 +233,14 @@ class ServedRun:
                 f"tokens (llama.cpp: --n_ctx {need}; vLLM: --max-model-len {need}), or leave "
                 f"{length or 'that length'} out of max_seq_lengths."
             )
-        return f"{task}: the server at {self.base_url} refused {which} (HTTP {status}: {server_said})."
+        hint = ""
+        if status in (404, 405):
+            endpoint = "/v1/chat/completions" if self.chat else "/v1/completions"
+            hint = (
+                f" base_url must be the full endpoint (e.g. http://host:port{endpoint}), and model= the "
+                "name the server serves (GET /v1/models lists it)."
+            )
+        return f"{task}: the server at {self.base_url} refused {which} (HTTP {status}: {server_said}).{hint}"
 
 
 def _server_message(text: str) -> str:
@@ -242,8 +249,8 @@ def _server_message(text: str) -> str:
     except ValueError:
         return text.strip()[:300]
     error = body.get("error", body) if isinstance(body, dict) else body
-    if isinstance(error, dict):
-        return str(error.get("message") or error)[:300]
+    if isinstance(error, dict):  # OpenAI {"error": {"message"}}, vLLM {"message"}, FastAPI {"detail"}
+        error = error.get("message") or error.get("detail") or error
     return str(error)[:300]
 
 

@@ -92,3 +92,10 @@ def test_context_refusals_from_vllm_and_llama_cpp_are_recognised():
     assert "--max-model-len 8224" in message
     other = run._refusal_message("longctx_kv", 8192, 32, 401, '{"error": {"message": "invalid api key"}}')
     assert other == f"longctx_kv: the server at {URL} refused the 8192-token prompt (HTTP 401: invalid api key)."
+
+
+def test_wrong_endpoint_says_base_url_is_the_full_endpoint():
+    run = served.ServedRun.from_metadata({"base_url": "http://127.0.0.1:9/v1"}, "longctx_kv")
+    message = run._refusal_message("longctx_kv", 4096, 32, 404, '{"detail": "Not Found"}')
+    assert "refused the 4096-token prompt (HTTP 404: Not Found)." in message
+    assert "base_url must be the full endpoint (e.g. http://host:port/v1/completions)" in message
