@@ -68,6 +68,11 @@ def _fail(message: str) -> None:
             bar.close()  # else an open progress bar redraws itself after our line at exit
         except Exception:
             pass
+    import logging  # here, not at start-up: this module loads in every interpreter of the env
+
+    # With num_concurrent > 1, lm-eval's other pending requests die with the run; asyncio would
+    # print "Task exception was never retrieved" for each of them after our line, at exit.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     sys.stderr.write(f"\nlm-eval-longctx error: {message}\n")
     raise SystemExit(2) from None
 

@@ -298,6 +298,19 @@ def test_timeout_mid_run_names_the_length_and_use_cache_keeps_finished_answers(s
     assert {"exact_len_256,none", "exact_len_640,none"} <= set(results["results"]["longctx_passkey"])
 
 
+def test_timeout_with_concurrent_requests_is_one_clear_line(server, smollm2_dir, tmp_path):
+    # num_concurrent > 1 takes lm-eval's aiohttp path: no request body to name the length by,
+    # and other pending requests die with the run; still one line, last, no traceback.
+    slow = _Proxy(server.url, hang_below=1800)
+    try:
+        extra = ",timeout=4,num_concurrent=2"
+        out = lm_eval(served_args(f"{slow.url}/v1/completions", smollm2_dir, "longctx_passkey", tmp_path / "o", extra=extra), tmp_path)
+    finally:
+        slow.close()
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "did not answer a request within timeout=4 s" in error_line(out)
+
+
 def test_fault_without_use_cache_says_how_to_keep_answers():
     import requests
 
