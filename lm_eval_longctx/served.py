@@ -72,6 +72,7 @@ class ServedRun:
     rope: dict | None = None
     rope_given: str | None = None
     headers: dict = field(default_factory=dict)
+    verify: bool | str = True  # lm-eval's verify_certificate / ca_cert_path, for https servers
 
     @classmethod
     def from_metadata(cls, metadata: dict, task: str) -> ServedRun:
@@ -111,6 +112,11 @@ class ServedRun:
             rope=rope,
             rope_given=None if rope_given is None else str(rope_given),
             headers=headers,
+            verify=(
+                str(metadata["ca_cert_path"])
+                if metadata.get("ca_cert_path") and _flag(metadata.get("verify_certificate"), True)
+                else _flag(metadata.get("verify_certificate"), True)
+            ),
         )
 
     # ------------------------------------------------------------------ static checks
@@ -159,6 +165,7 @@ class ServedRun:
                 json=self.payload(longest["prompt"], ids, max_gen_toks),
                 headers={**self.headers, PROBE_HEADER: "1"},
                 timeout=self.timeout,
+                verify=self.verify,
             )
         except requests.exceptions.Timeout:
             raise LongCtxError(self._timeout_message(task, length, before_run=True)) from None
@@ -172,7 +179,8 @@ class ServedRun:
             raise LongCtxError(self._refusal_message(task, length, max_gen_toks, response.status_code, response.text)
                                + " Nothing was run.")
         try:
-            usage = response.json().get("usage") or {}
+            body = response.json()
+            usage = (body.get("usage") if isinstance(body, dict) else None) or {}
         except ValueError:
             raise LongCtxError(
                 f"{task}: the server at {self.base_url} answered the {length}-token prompt with something "

@@ -99,3 +99,11 @@ def test_wrong_endpoint_says_base_url_is_the_full_endpoint():
     message = run._refusal_message("longctx_kv", 4096, 32, 404, '{"detail": "Not Found"}')
     assert "refused the 4096-token prompt (HTTP 404: Not Found)." in message
     assert "base_url must be the full endpoint (e.g. http://host:port/v1/completions)" in message
+
+
+def test_https_settings_follow_lm_eval_model_args():
+    assert served.ServedRun.from_metadata({"base_url": URL}, "t").verify is True
+    off = served.ServedRun.from_metadata({"base_url": URL, "verify_certificate": "False"}, "t")
+    assert off.verify is False
+    ca = served.ServedRun.from_metadata({"base_url": URL, "ca_cert_path": "/etc/ca.pem"}, "t")
+    assert ca.verify == "/etc/ca.pem"
