@@ -208,8 +208,9 @@ class HFLongCtxLM(HFLM):
         special-token rule of HFLM.tok_batch_encode: no BOS added to a text that starts with it."""
         bos = getattr(self.tokenizer, "bos_token", None)
         special = {} if self.add_bos_token is None else {"add_special_tokens": self.add_bos_token}
-        with_bos = [i for i, c in enumerate(contexts) if has_bos_prefix(c, bos)]
-        plain = [i for i in range(len(contexts)) if i not in set(with_bos)]
+        starts_with_bos = [has_bos_prefix(c, bos) for c in contexts]
+        with_bos = [i for i, starts in enumerate(starts_with_bos) if starts]
+        plain = [i for i, starts in enumerate(starts_with_bos) if not starts]
         ids: list[list[int]] = [[] for _ in contexts]
         for indices, kwargs in ((plain, special), (with_bos, {"add_special_tokens": False})):
             if indices:

@@ -59,6 +59,15 @@ def is_served(metadata: dict | None) -> bool:
     return bool((metadata or {}).get("base_url"))
 
 
+def is_chat_endpoint(base_url) -> bool:
+    return str(base_url or "").strip().rstrip("/").endswith("chat/completions")
+
+
+def sends_token_ids(metadata: dict) -> bool:
+    """True when lm-eval's API model will send token ids: local-completions' default, never chat."""
+    return _flag(metadata.get("tokenized_requests"), default=not is_chat_endpoint(metadata.get("base_url")))
+
+
 @dataclass(frozen=True)
 class ServedRun:
     """A served model as lm-eval's API model will reach it."""
@@ -84,7 +93,7 @@ class ServedRun:
                 f"{task}: base_url={base_url!r} is not an http(s) URL; give the full endpoint, e.g. "
                 "base_url=http://127.0.0.1:8000/v1/completions"
             )
-        chat = base_url.rstrip("/").endswith("chat/completions")
+        chat = is_chat_endpoint(base_url)
         rope_given = metadata.get("server_rope")
         rope = parse_rope_scaling(rope_given, arg="server_rope") if rope_given not in (None, "") else None
         headers = {"Content-Type": "application/json"}
@@ -105,8 +114,7 @@ class ServedRun:
             base_url=base_url,
             chat=chat,
             model=metadata.get("model") or metadata.get("pretrained"),
-            # lm-eval's local-completions sends token ids unless told otherwise; chat sends text.
-            tokenized_requests=_flag(metadata.get("tokenized_requests"), default=not chat),
+            tokenized_requests=sends_token_ids(metadata),
             max_length=max_length,
             timeout=timeout,
             rope=rope,

@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from lm_eval_longctx.errors import LongCtxError
+from lm_eval_longctx.served import is_served, sends_token_ids
 from lm_eval_longctx.tokens import TokenizerSource
 
 PROMPT_STYLES = ("plain", "llama2_inst")
@@ -141,15 +142,6 @@ def _prompt_style(value, task: str) -> str:
     return value
 
 
-def _served_token_ids(md: dict) -> bool:
-    """True when lm-eval's API model will send token ids (local-completions' default)."""
-    chat = str(md.get("base_url", "")).rstrip("/").endswith("chat/completions")
-    value = md.get("tokenized_requests")
-    if value is None:
-        return not chat
-    return value is True or str(value).strip().lower() in ("true", "1", "yes")
-
-
 def _tokenizer_source(md: dict, task: str) -> TokenizerSource:
     name = md.get("tokenizer") or md.get("pretrained")
     if not name or not isinstance(name, str):
@@ -160,7 +152,7 @@ def _tokenizer_source(md: dict, task: str) -> TokenizerSource:
         )
     uses_model = not md.get("tokenizer")
     add_bos = md.get("add_bos_token")
-    if add_bos is None and md.get("base_url") and _served_token_ids(md):
+    if add_bos is None and is_served(md) and sends_token_ids(md):
         add_bos = False  # lm-eval's API model encodes token-id requests without special tokens
     return TokenizerSource(
         name=name,
