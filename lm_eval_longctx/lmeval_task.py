@@ -1,9 +1,11 @@
 """lm-eval glue: the functions our task YAMLs point at with ``!function``.
 
-``*_dataset`` build (or read from cache) the records for the grid in ``--metadata``;
-``process_*`` score one answer into lm-eval metrics, overall and per length and depth;
-``LongCtxTask`` declares those per-cell metrics and refuses runs that would score a prompt
-other than the one generated (a left-truncated context, an unexpected chat template).
+``dataset`` builds (or reads from cache) the records of the task a YAML names, for the grid
+in ``--metadata``; ``Scorer`` scores one answer into lm-eval metrics, overall and per length
+and depth; ``LongCtxTask`` takes its metrics, scorer and generation settings from the task's
+declaration (``catalog.TASKS``), declares the per-cell metrics and refuses runs that would
+score a prompt other than the one generated (a left-truncated context, an unexpected chat
+template).
 """
 
 from __future__ import annotations
@@ -14,17 +16,19 @@ import datasets
 from lm_eval.api.metrics import mean
 from lm_eval.api.task import ConfigurableTask
 
-from lm_eval_longctx import scoring, served, window
+from lm_eval_longctx import served, window
 from lm_eval_longctx.cache import cached_records
+from lm_eval_longctx.catalog import TASKS, TaskDef
 from lm_eval_longctx.errors import LongCtxError
-from lm_eval_longctx.spec import GridSpec
-from lm_eval_longctx.tokens import PromptCounter, load_tokenizer
+from lm_eval_longctx.formats import generation_settings
+from lm_eval_longctx.spec import DEFAULT_LENGTHS, GridSpec
+from lm_eval_longctx.tokens import PromptCounter, join_answer_prefix, load_tokenizer
 
 # A child of lm-eval's logger, so our INFO lines show in its log format and level.
 log = logging.getLogger("lm_eval.longctx")
 
 # Bump when a generator's output changes for the same inputs: old cache entries then miss.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 BEYOND = "beyond_window"
 
@@ -41,26 +45,47 @@ def metric_name(base: str, length: int | None = None, depth: float | None = None
 # --------------------------------------------------------------------------- datasets
 
 
-def build_dataset(task: str, metadata: dict, generate, extra_key: dict | None = None) -> dict:
-    """Return ``{"test": Dataset}`` of ``task``'s records for the grid in ``metadata``."""
-    spec = GridSpec.from_metadata(metadata, task)
+def task_def(name) -> TaskDef:
+    """Return the declaration of the task named in a YAML's ``dataset_kwargs.longctx_task``."""
+    if name not in TASKS:
+        raise LongCtxError(
+            f"longctx_task={name!r} in the task YAML's dataset_kwargs is not a longctx task; it must be "
+            f"one of {sorted(TASKS)} (declared in lm_eval_longctx/catalog.py)."
+        )
+    return TASKS[name]
+
+
+def dataset(longctx_task=None, **metadata) -> dict:
+    """``custom_dataset`` of every longctx task: ``{"test": Dataset}`` for the grid in
+    ``metadata``; the YAML names the task in ``dataset_kwargs``."""
+    return build_dataset(task_def(longctx_task), metadata)
+
+
+def build_dataset(task: TaskDef, metadata: dict) -> dict:
+    """Return ``{"test": Dataset}`` of ``task``'s records for the grid in ``metadata``.
+
+    A task without a needle grid (the paper title) has one prompt per length, and its
+    document as is when no ``max_seq_lengths`` is given.
+    """
+    if not task.needle_grid:
+        metadata = {**metadata, "depths": [0.0], "num_samples": 1}
+    spec = GridSpec.from_metadata(metadata, task.name, DEFAULT_LENGTHS if task.needle_grid else None)
     counter = PromptCounter(load_tokenizer(spec.tokenizer), spec.chat_template, spec.tokenizer.add_bos_token)
     material = {
-        "task": task,
+        "task": task.name,
         "generator_version": GENERATOR_VERSION,
         "tokenizer": counter.fingerprint(),
         **spec.key_fields(),
-        **(extra_key or {}),
     }
 
     def build():
-        log.info("%s: building prompts for %s (not in the cache yet)", task, spec.max_seq_lengths)
-        return generate(spec, counter, _progress(task, spec))
+        log.info("%s: building prompts for %s (not in the cache yet)", task.name, spec.max_seq_lengths or "the document")
+        return [record.to_dict() for record in task.generate(task, spec, counter, _progress(task.name, spec))]
 
-    records, path = cached_records(task, material, build)
-    log.info("%s: %d prompts from %s", task, len(records), path)
+    records, path = cached_records(task.name, material, build)
+    log.info("%s: %d prompts from %s", task.name, len(records), path)
     dataset = datasets.Dataset.from_list(records)
-    dataset.info.description = f"{task} data, key {path.stem}"  # the cache file is named by the key
+    dataset.info.description = f"{task.name} data, key {path.stem}"  # the cache file is named by the key
     return {"test": dataset}
 
 
@@ -68,6 +93,8 @@ def _progress(task: str, spec: GridSpec):
     """Return a callback that advances a progress bar by one prompt (shown after 1 s only)."""
     from tqdm.auto import tqdm
 
+    if spec.max_seq_lengths is None:
+        return None  # one prompt, the document as is
     total_tokens = sum(spec.max_seq_lengths) * len(spec.depths) * spec.num_samples
     bar = tqdm(total=total_tokens, desc=f"Building {task} prompts", unit="tok", unit_scale=True, delay=1.0)
 
@@ -77,36 +104,6 @@ def _progress(task: str, spec: GridSpec):
             bar.close()
 
     return advance
-
-
-def kv_dataset(**metadata) -> dict:
-    """``custom_dataset`` of ``longctx_kv``."""
-    from lm_eval_longctx.haystack import generate_kv
-
-    return build_dataset("longctx_kv", metadata, generate_kv)
-
-
-def passkey_dataset(**metadata) -> dict:
-    """``custom_dataset`` of ``longctx_passkey``."""
-    from lm_eval_longctx.passkey import generate_passkey
-
-    return build_dataset("longctx_passkey", metadata, generate_passkey)
-
-
-def pi_title_dataset(**metadata) -> dict:
-    """``custom_dataset`` of ``longctx_pi_title``: the paper as is, or one version per length.
-
-    Depths and num_samples do not apply (the title is at the top; the document is fixed).
-    """
-    from lm_eval_longctx.pi_title import generate_pi_title
-
-    as_is = "max_seq_lengths" not in metadata
-
-    def generate(spec, counter, progress):
-        return generate_pi_title(None if as_is else spec.max_seq_lengths, counter, spec.prompt_style, progress)
-
-    metadata = {**metadata, "depths": [0.0], "num_samples": 1}
-    return build_dataset("longctx_pi_title", metadata, generate, extra_key={"document_as_is": as_is})
 
 
 # --------------------------------------------------------------------------- scoring
@@ -137,30 +134,28 @@ def _beyond_window(doc: dict, score_names: tuple[str, ...]) -> dict[str, float]:
     return out
 
 
-def _scored(doc: dict, answer: str, scores: dict[str, float], headline: str) -> dict[str, float]:
-    """Return per-cell metrics plus ``score``, the headline metric the ``longctx`` group averages."""
-    if answer == window.BEYOND_WINDOW:
-        return {"score": 0.0, **_beyond_window(doc, tuple(scores))}
-    return {"score": scores[headline], **_cell_metrics(doc, scores)}
+class Scorer:
+    """``process_results`` of one task: its scorer's metrics overall and per cell, plus
+    ``score`` (the headline metric, which the ``longctx`` group averages)."""
+
+    def __init__(self, task: TaskDef):
+        self.task = task
+
+    def __call__(self, doc: dict, results: list[str]) -> dict[str, float]:
+        answer = results[0]
+        if answer == window.BEYOND_WINDOW:
+            return {"score": 0.0, **_beyond_window(doc, self.task.metrics)}
+        scores = self.task.score(answer, doc)
+        return {"score": scores[self.task.headline], **_cell_metrics(doc, scores)}
+
+    def __repr__(self) -> str:  # how lm-eval writes it into the results' task config
+        return f"lm_eval_longctx.lmeval_task.Scorer({self.task.name!r})"
 
 
-def process_kv(doc: dict, results: list[str]) -> dict[str, float]:
-    """Score one ``longctx_kv`` answer: ``exact`` (headline) and ``contains``."""
-    answer, value = results[0], doc["answer"]
-    scores = {"exact": scoring.kv_exact(answer, value), "contains": scoring.kv_contains(answer, value)}
-    return _scored(doc, answer, scores, "exact")
-
-
-def process_passkey(doc: dict, results: list[str]) -> dict[str, float]:
-    """Score one ``longctx_passkey`` answer: ``exact``, the first integer is the key."""
-    answer = results[0]
-    return _scored(doc, answer, {"exact": scoring.passkey_exact(answer, doc["answer"])}, "exact")
-
-
-def process_pi_title(doc: dict, results: list[str]) -> dict[str, float]:
-    """Score one ``longctx_pi_title`` answer: ``found``, the title is in the answer."""
-    answer = results[0]
-    return _scored(doc, answer, {"found": scoring.title_found(answer)}, "found")
+def metric_list(task: TaskDef) -> list[dict]:
+    """Return the task's lm-eval ``metric_list``: ``score``, its scorer's metrics, ``beyond_window``."""
+    scores = [{"metric": name, "aggregation": "mean", "higher_is_better": True} for name in ("score", *task.metrics)]
+    return scores + [{"metric": BEYOND, "aggregation": count, "higher_is_better": False}]
 
 
 # --------------------------------------------------------------------------- task class
@@ -183,10 +178,21 @@ logging.getLogger("lm_eval.evaluator_utils").addFilter(_SameCountWarningFilter()
 
 
 class LongCtxTask(ConfigurableTask):
-    """A ConfigurableTask whose metric list follows the generated grid."""
+    """A ConfigurableTask built from a task declaration, whose metric list follows the grid.
+
+    From the declaration named in ``dataset_kwargs.longctx_task``: ``metric_list``,
+    ``process_results``, and the ``until`` / ``max_gen_toks`` of the prompt format (or of the
+    first version's prompts, with ``answer_prefix: false``); whatever the YAML sets wins, and
+    ``--gen_kwargs`` wins over both.
+    """
 
     def __init__(self, config: dict | None = None, **kwargs):
         config = {k: v for k, v in (config or {}).items() if k != "class"}
+        task = task_def((config.get("dataset_kwargs") or {}).get("longctx_task"))
+        mode = GridSpec.prompt_mode(config.get("metadata") or {}, config.get("task", task.name))
+        config["generation_kwargs"] = {**generation_settings(mode, task), **(config.get("generation_kwargs") or {})}
+        config.setdefault("metric_list", metric_list(task))
+        config.setdefault("process_results", Scorer(task))
         super().__init__(config=config, **kwargs)
         self._chat_template_given = "chat_template" in (self.config.metadata or {})
         self._adopt_dataset()
@@ -257,10 +263,11 @@ class LongCtxTask(ConfigurableTask):
         context = super().fewshot_context(
             doc, num_fewshot, system_instruction=system_instruction, apply_chat_template=apply_chat_template, **kwargs
         )
-        if not apply_chat_template and context != doc["prompt"]:
+        if not apply_chat_template and context != join_answer_prefix(doc["prompt"], doc.get("answer_prefix") or ""):
             raise LongCtxError(
-                f"{self.config.task}: the context lm-eval built differs from the generated prompt "
-                "(a description, gen_prefix or delimiter was added in the task config); remove it."
+                f"{self.config.task}: the context lm-eval built differs from the generated prompt and "
+                "its answer prefix (a description, gen_prefix or target_delimiter was changed in the "
+                "task config); keep those of tasks/_longctx_common.yaml."
             )
         return context
 
@@ -270,7 +277,7 @@ class LongCtxTask(ConfigurableTask):
             # Only now does the task learn whether lm-eval wraps prompts in the chat template:
             # rebuild them so they are exact with the template's tokens counted.
             metadata = {**(self.config.metadata or {}), "chat_template": bool(apply_chat_template)}
-            self.dataset = self.config.custom_dataset(**metadata)
+            self.dataset = self.config.custom_dataset(**metadata, **(self.config.dataset_kwargs or {}))
             self._adopt_dataset()
         if served.is_served(self.config.metadata):
             self._check_server(bool(apply_chat_template))
@@ -300,8 +307,9 @@ class LongCtxTask(ConfigurableTask):
         spec = GridSpec.from_metadata(metadata, task)
         counter = PromptCounter(load_tokenizer(spec.tokenizer), spec.chat_template, spec.tokenizer.add_bos_token)
 
-        def token_ids_of(prompt: str) -> list[int]:
-            return counter.encode(prompt)[1]  # the ids lm-eval's API model sends with tokenized_requests
+        def token_ids_of(doc: dict) -> list[int]:
+            # the ids lm-eval's API model sends with tokenized_requests
+            return counter.encode(doc["prompt"], doc.get("answer_prefix") or "")[1]
 
         docs = self.dataset[self.config.test_split]
         learned = run.check(task, docs, self._max_gen_toks, token_ids_of)

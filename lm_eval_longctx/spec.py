@@ -11,10 +11,10 @@ import json
 from dataclasses import asdict, dataclass
 
 from lm_eval_longctx.errors import LongCtxError
-from lm_eval_longctx.served import is_served, sends_token_ids
+from lm_eval_longctx.formats import FORMATS
+from lm_eval_longctx.served import is_chat_endpoint, is_served, sends_token_ids
 from lm_eval_longctx.tokens import TokenizerSource
 
-PROMPT_STYLES = ("plain", "llama2_inst")
 DEFAULT_LENGTHS = (512, 1024, 2048)
 DEFAULT_DEPTHS = (0.0, 0.5, 1.0)
 DEFAULT_NUM_SAMPLES = 2
@@ -25,28 +25,52 @@ EXAMPLE = '--metadata \'{"max_seq_lengths": [1024, 4096], "depths": [0, 0.5, 1],
 
 @dataclass(frozen=True)
 class GridSpec:
-    """What to generate: lengths x depths x samples, in one prompt style and tokenizer."""
+    """What to generate: lengths x depths x samples, in one prompt format and tokenizer.
 
-    max_seq_lengths: tuple[int, ...] = DEFAULT_LENGTHS
+    ``max_seq_lengths`` is None only for a task whose document is used as is.
+    ``answer_prefix`` off builds the first version's prompts (no answer prefix);
+    ``prefix_in_user_turn`` ends the user's text with the prefix, for a served chat endpoint,
+    which renders the assistant's turn itself.
+    """
+
+    max_seq_lengths: tuple[int, ...] | None = DEFAULT_LENGTHS
     depths: tuple[float, ...] = DEFAULT_DEPTHS
     num_samples: int = DEFAULT_NUM_SAMPLES
     seed: int = DEFAULT_SEED
     prompt_style: str = "plain"
     chat_template: bool = False
+    answer_prefix: bool = True
+    prefix_in_user_turn: bool = False
     tokenizer: TokenizerSource | None = None
 
     @classmethod
     def from_metadata(cls, metadata: dict, task: str, default_lengths=DEFAULT_LENGTHS) -> GridSpec:
-        """Return the grid described by lm-eval metadata (model arguments included)."""
+        """Return the grid described by lm-eval metadata (model arguments included).
+
+        ``default_lengths=None``: without ``max_seq_lengths`` the task's document is used as is.
+        """
         md = dict(metadata)
+        lengths = md.get("max_seq_lengths", default_lengths)
         return cls(
-            max_seq_lengths=_lengths(md.get("max_seq_lengths", default_lengths), task),
+            max_seq_lengths=None if lengths is None else _lengths(lengths, task),
             depths=_depths(md.get("depths", DEFAULT_DEPTHS), task),
             num_samples=_positive_int(md.get("num_samples", DEFAULT_NUM_SAMPLES), "num_samples", task),
             seed=_int(md.get("seed", DEFAULT_SEED), "seed", task),
             prompt_style=_prompt_style(md.get("prompt_style", "plain"), task),
             chat_template=_bool(md.get("chat_template", False), "chat_template", task),
+            answer_prefix=_bool(md.get("answer_prefix", True), "answer_prefix", task),
+            prefix_in_user_turn=is_served(md) and is_chat_endpoint(md.get("base_url")),
             tokenizer=_tokenizer_source(md, task),
+        )
+
+    @classmethod
+    def prompt_mode(cls, metadata: dict, task: str) -> GridSpec:
+        """Return a spec with only the prompt format and the answer-prefix switch read from
+        ``metadata`` (enough to choose generation settings before any tokenizer loads)."""
+        md = dict(metadata)
+        return cls(
+            prompt_style=_prompt_style(md.get("prompt_style", "plain"), task),
+            answer_prefix=_bool(md.get("answer_prefix", True), "answer_prefix", task),
         )
 
     def key_fields(self) -> dict:
@@ -134,10 +158,11 @@ def _bool(value, name: str, task: str) -> bool:
 
 
 def _prompt_style(value, task: str) -> str:
-    if value not in PROMPT_STYLES:
+    if value not in FORMATS:
+        formats = "; ".join(f"{name}: {fmt.summary}" for name, fmt in FORMATS.items())
         raise LongCtxError(
-            f"{task}: prompt_style={value!r} is not one of {list(PROMPT_STYLES)}; "
-            '--metadata \'{"prompt_style": "llama2_inst"}\' wraps the prompt as [INST] ... [/INST].'
+            f"{task}: prompt_style={value!r} is not a prompt format. The formats are {formats}. "
+            'E.g. --metadata \'{"prompt_style": "llama2_inst"}\'.'
         )
     return value
 

@@ -3,8 +3,13 @@
 import pytest
 
 from lm_eval_longctx import lmeval_task, window
+from lm_eval_longctx.catalog import TASKS
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.registration import task_manager
+
+process_kv = lmeval_task.Scorer(TASKS["longctx_kv"])
+process_passkey = lmeval_task.Scorer(TASKS["longctx_passkey"])
+process_pi_title = lmeval_task.Scorer(TASKS["longctx_pi_title"])
 
 
 def kv_doc(length=1024, depth=0.5, answer="1b2c"):
@@ -12,7 +17,7 @@ def kv_doc(length=1024, depth=0.5, answer="1b2c"):
 
 
 def test_kv_scores_overall_per_length_and_per_depth():
-    out = lmeval_task.process_kv(kv_doc(), ["The value is '1b2c'."])
+    out = process_kv(kv_doc(), ["The value is '1b2c'."])
     assert out == {
         "score": 1.0,
         "beyond_window": 0.0,
@@ -23,17 +28,17 @@ def test_kv_scores_overall_per_length_and_per_depth():
         "exact_depth_0.5": 1.0,
         "contains_depth_0.5": 1.0,
     }
-    assert lmeval_task.process_kv(kv_doc(), ["dead, or 1b2c"])["exact"] == 0.0
+    assert process_kv(kv_doc(), ["dead, or 1b2c"])["exact"] == 0.0
 
 
 def test_beyond_window_counts_as_failed_and_leaves_its_cells_empty():
-    out = lmeval_task.process_kv(kv_doc(length=8192), [window.BEYOND_WINDOW])
+    out = process_kv(kv_doc(length=8192), [window.BEYOND_WINDOW])
     assert out == {"score": 0.0, "exact": 0.0, "contains": 0.0, "beyond_window": 1.0, "beyond_window_len_8192": 1.0}
 
 
 def test_passkey_and_title_scores():
-    assert lmeval_task.process_passkey(kv_doc(answer="12345"), [" 12345."])["exact_len_1024"] == 1.0
-    title = lmeval_task.process_pi_title({"max_seq_length": 6000}, ["Extending Context Window of Large Language Models"])
+    assert process_passkey(kv_doc(answer="12345"), [" 12345."])["exact_len_1024"] == 1.0
+    title = process_pi_title({"max_seq_length": 6000}, ["Extending Context Window of Large Language Models"])
     assert title == {"score": 1.0, "beyond_window": 0.0, "found": 1.0, "found_len_6000": 1.0}
 
 
@@ -79,7 +84,9 @@ def test_fewshot_and_system_prompts_are_refused(metadata):
     doc = task.dataset["test"][0]
     with pytest.raises(LongCtxError, match="zero-shot"):
         task.fewshot_context(doc, 2)
-    assert task.fewshot_context(doc, 0) == doc["prompt"]
+    prefix = task.doc_to_prefix(doc)
+    assert prefix == doc["answer_prefix"] and prefix.startswith("The value of the key")
+    assert task.fewshot_context(doc, 0, gen_prefix=prefix) == doc["prompt"] + " " + prefix
 
 
 def test_simple_evaluate_reports_every_cell(metadata):
