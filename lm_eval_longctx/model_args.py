@@ -29,8 +29,9 @@ def max_length_arg(value, default: str) -> int | None:
         or (isinstance(value, str) and value.strip().isdigit())
     )
     if not whole or int(value) < 1:
+        shown = int(value) if isinstance(value, float) and value.is_integer() else value  # lm-eval reads -1 as -1.0
         raise LongCtxError(
-            f"max_length={value!r} is not a number of tokens: give a whole number of at least 1 "
+            f"max_length={shown!r} is not a number of tokens: give a whole number of at least 1 "
             f"(e.g. max_length=16384), or leave it out for {default}."
         )
     return int(value)
