@@ -75,7 +75,7 @@ def build_grid(spec, counter: PromptCounter, what: str, layout_of_sample, record
     """Return ``record(length, depth, sample)`` for every cell of ``spec``'s grid.
 
     The grid's shortest length is checked first (see ``check_lengths``); ``progress(length)``
-    is called after each record.
+    is called after each record is built, the check's included.
     """
     built: dict[tuple, dict] = {}
 
@@ -83,6 +83,8 @@ def build_grid(spec, counter: PromptCounter, what: str, layout_of_sample, record
         # The length check builds the shortest length at depth 0; the grid reuses those.
         if (length, depth, sample) not in built:
             built[length, depth, sample] = record(length, depth, sample)
+            if progress is not None:
+                progress(length)
         return built[length, depth, sample]
 
     check_lengths(spec, counter, what, layout_of_sample, lambda length, sample: once(length, 0.0, sample))
@@ -91,8 +93,6 @@ def build_grid(spec, counter: PromptCounter, what: str, layout_of_sample, record
         for depth in spec.depths:
             for sample in range(spec.num_samples):
                 records.append(once(length, depth, sample))
-                if progress is not None:
-                    progress(length)
     return records
 
 

@@ -10,6 +10,7 @@ template).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import datasets
@@ -17,7 +18,7 @@ from lm_eval.api.metrics import mean
 from lm_eval.api.task import ConfigurableTask
 
 from lm_eval_longctx import served, window
-from lm_eval_longctx.cache import cached_records
+from lm_eval_longctx.cache import cached_records, set_key
 from lm_eval_longctx.catalog import TASKS, TaskDef
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.formats import generation_settings
@@ -65,11 +66,15 @@ def build_dataset(task: TaskDef, metadata: dict) -> dict:
     """Return ``{"test": Dataset}`` of ``task``'s records for the grid in ``metadata``.
 
     A task without a needle grid (the paper title) has one prompt per length, and its
-    document as is when no ``max_seq_lengths`` is given.
+    document as is when no ``max_seq_lengths`` is given. Sizes are checked before any work:
+    the grid's guards (in ``GridSpec.from_metadata``) and the model's window.
     """
     if not task.needle_grid:
         metadata = {**metadata, "depths": [0.0], "num_samples": 1}
     spec = GridSpec.from_metadata(metadata, task.name, DEFAULT_LENGTHS if task.needle_grid else None)
+    if spec.max_seq_lengths is not None:  # the document as is: its length is checked once built
+        max_gen_toks = generation_settings(spec, task)["max_gen_toks"]  # the YAML's own, if set, is checked after
+        window.refuse_lengths_beyond_window(task.name, metadata, spec.max_seq_lengths, max_gen_toks)
     counter = PromptCounter(load_tokenizer(spec.tokenizer), spec.chat_template, spec.tokenizer.add_bos_token)
     material = {
         "task": task.name,
@@ -80,30 +85,27 @@ def build_dataset(task: TaskDef, metadata: dict) -> dict:
 
     def build():
         log.info("%s: building prompts for %s (not in the cache yet)", task.name, spec.max_seq_lengths or "the document")
-        return [record.to_dict() for record in task.generate(task, spec, counter, _progress(task.name, spec))]
+        with progress_bar(task.name, spec) as bar:
+            progress = bar.update if bar is not None else None
+            return [record.to_dict() for record in task.generate(task, spec, counter, progress)]
 
     records, path = cached_records(task.name, material, build)
-    log.info("%s: %d prompts from %s", task.name, len(records), path)
+    log.info("%s: %d prompts from %s", task.name, len(records), path or "this run (not cached)")
     dataset = datasets.Dataset.from_list(records)
-    dataset.info.description = f"{task.name} data, key {path.stem}"  # the cache file is named by the key
+    dataset.info.description = f"{task.name} data, key {set_key(material)[:32]}"  # the cache file's name
     return {"test": dataset}
 
 
-def _progress(task: str, spec: GridSpec):
-    """Return a callback that advances a progress bar by one prompt (shown after 1 s only)."""
+def progress_bar(task: str, spec: GridSpec):
+    """Return a tqdm bar over the grid's prompt tokens, with rate and ETA, shown after 1 s
+    (the generators call ``update(length)`` after each prompt); a null context for the
+    document as is (one prompt)."""
     from tqdm.auto import tqdm
 
     if spec.max_seq_lengths is None:
-        return None  # one prompt, the document as is
+        return contextlib.nullcontext()
     total_tokens = sum(spec.max_seq_lengths) * len(spec.depths) * spec.num_samples
-    bar = tqdm(total=total_tokens, desc=f"Building {task} prompts", unit="tok", unit_scale=True, delay=1.0)
-
-    def advance(tokens: int) -> None:
-        bar.update(tokens)
-        if bar.n >= bar.total:
-            bar.close()
-
-    return advance
+    return tqdm(total=total_tokens, desc=f"Building {task} prompts", unit="tok", unit_scale=True, delay=1.0)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -218,29 +220,8 @@ class LongCtxTask(ConfigurableTask):
         return int((self.config.generation_kwargs or {}).get("max_gen_toks", 256))
 
     def _check_window(self, lengths: list[int]) -> None:
-        """Refuse lengths that lm-eval's stock ``hf`` model would cut from the left."""
-        metadata = self.config.metadata or {}
-        if served.is_served(metadata):
-            # A server: the window is the server's; ServedRun.check asks it before any request.
-            served.ServedRun.from_metadata(metadata, self.config.task).check_settings(
-                self.config.task, lengths, self._max_gen_toks
-            )
-            return
-        if window.marking_model_window() is not None:
-            return  # hf-longctx is loaded: it marks such prompts beyond the window instead
-        limit, source = window.stock_hf_window(metadata)
-        if limit is None:
-            return
-        room = limit - self._max_gen_toks
-        too_long = [n for n in lengths if n > room]
-        if too_long:
-            raise LongCtxError(
-                f"{self.config.task}: prompts of {too_long} tokens do not fit the model's window of "
-                f"{limit} tokens ({source}) with room for the answer; lm-eval's hf model would cut "
-                f"them from the left without telling. Use --model hf-longctx (it applies rope_scaling "
-                f"and scores such prompts as beyond the window), pass a larger max_length, or keep "
-                f"max_seq_lengths at most {room}."
-            )
+        """Refuse lengths the model would cut (again: the built lengths, this config's budget)."""
+        window.refuse_lengths_beyond_window(self.config.task, self.config.metadata or {}, lengths, self._max_gen_toks)
 
     def fewshot_context(self, doc, num_fewshot, system_instruction=None, apply_chat_template=False, **kwargs):
         if num_fewshot:

@@ -30,7 +30,7 @@ from lm_eval.models.utils import has_bos_prefix, normalize_gen_kwargs
 from tqdm import tqdm
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from lm_eval_longctx import rope, window
+from lm_eval_longctx import model_args, rope, window
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.registration import MODEL_NAME
 
@@ -132,7 +132,8 @@ class HFLongCtxLM(HFLM):
         truncation: bool | None = False,
         **kwargs,
     ) -> None:
-        # Checked first: a bad spec must fail before any download or weight load.
+        # Checked first: a bad argument must fail before any download or weight load.
+        pretrained, max_length = model_args.check(pretrained, max_length, device, dtype, attn_implementation, kwargs)
         self._rope_args = {"rope_scaling": rope_scaling, "rope_theta": rope_theta}
         self._rope_spec, self._rope_theta = rope.parse_rope_args(rope_scaling, rope_theta)
         if truncation:

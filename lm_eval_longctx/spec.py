@@ -7,6 +7,7 @@ and says exactly what was wrong and what to write instead.
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import asdict, dataclass
 
@@ -19,6 +20,35 @@ DEFAULT_LENGTHS = (512, 1024, 2048)
 DEFAULT_DEPTHS = (0.0, 0.5, 1.0)
 DEFAULT_NUM_SAMPLES = 2
 DEFAULT_SEED = 1234
+
+# Every metadata key the tasks read; adding one is adding a line. lm-eval puts the model
+# arguments into the same dict, so an unknown key is refused only when it is close to one of
+# these (a likely typo: max_seq_length, depth, num_sample).
+GRID_KEYS = (
+    "max_seq_lengths",
+    "depths",
+    "num_samples",
+    "seed",
+    "prompt_style",
+    "chat_template",
+    "answer_prefix",
+    "tokenizer",
+    "tokenizer_gguf_file",
+    "add_bos_token",
+    "server_rope",
+    "allow_large_grid",
+    "longctx_served",  # written by the tasks themselves in served runs
+)
+# Names as close as that which are not typos: model arguments of lm-eval's own models
+# (tests/test_spec.py checks every __init__ argument of the installed lm-eval against this).
+NOT_GRID_KEYS = ("max_length", "seq_length", "chat_template_args")
+KEY_CUTOFF = 0.8  # difflib ratio: max_length vs max_seq_lengths is 0.8, depth vs depths 0.91
+
+# Guards against typos that would run for days (1e9 tokens, a million samples); the key
+# allow_large_grid lifts them.
+MAX_LENGTH = 1_048_576
+MAX_PROMPTS = 100_000
+MAX_GRID_TOKENS = 2_000_000_000
 
 EXAMPLE = '--metadata \'{"max_seq_lengths": [1024, 4096], "depths": [0, 0.5, 1], "num_samples": 4}\''
 
@@ -50,8 +80,9 @@ class GridSpec:
         ``default_lengths=None``: without ``max_seq_lengths`` the task's document is used as is.
         """
         md = dict(metadata)
+        check_keys(md, task)
         lengths = md.get("max_seq_lengths", default_lengths)
-        return cls(
+        grid = cls(
             max_seq_lengths=None if lengths is None else _lengths(lengths, task),
             depths=_depths(md.get("depths", DEFAULT_DEPTHS), task),
             num_samples=_positive_int(md.get("num_samples", DEFAULT_NUM_SAMPLES), "num_samples", task),
@@ -62,6 +93,8 @@ class GridSpec:
             prefix_in_user_turn=is_served(md) and is_chat_endpoint(md.get("base_url")),
             tokenizer=_tokenizer_source(md, task),
         )
+        check_size(grid, md, task)
+        return grid
 
     @classmethod
     def prompt_mode(cls, metadata: dict, task: str) -> GridSpec:
@@ -186,3 +219,44 @@ def _tokenizer_source(md: dict, task: str) -> TokenizerSource:
         trust_remote_code=_bool(md.get("trust_remote_code", False), "trust_remote_code", task),
         add_bos_token=None if add_bos is None else _bool(add_bos, "add_bos_token", task),
     )
+
+
+def check_keys(metadata: dict, task: str) -> None:
+    """Refuse a metadata key that is not ours but close to one of ours (a typo)."""
+    for key, value in metadata.items():
+        if not isinstance(key, str) or key in GRID_KEYS or key in NOT_GRID_KEYS:
+            continue
+        normal = key.strip().lower().replace("-", "_")
+        close = [normal] if normal in GRID_KEYS else difflib.get_close_matches(normal, GRID_KEYS, 1, KEY_CUTOFF)
+        if close:
+            example = json.dumps({close[0]: value}, default=str)
+            raise LongCtxError(
+                f"{task}: unknown metadata key {key!r}; did you mean {close[0]!r}? Write --metadata '{example}'"
+            )
+
+
+def check_size(spec: GridSpec, metadata: dict, task: str) -> None:
+    """Refuse a grid past the guards (one length, prompts, tokens) unless allow_large_grid is set."""
+    if _bool(metadata.get("allow_large_grid", False), "allow_large_grid", task):
+        return
+    lift = 'If you mean it, add "allow_large_grid": true to --metadata.'
+    if spec.max_seq_lengths is None:
+        return  # the task's own document, as is: one prompt per sample
+    longest = max(spec.max_seq_lengths)
+    if longest > MAX_LENGTH:
+        raise LongCtxError(
+            f"{task}: max_seq_lengths holds {longest:,} tokens, above the limit of {MAX_LENGTH:,} per prompt. {lift}"
+        )
+    shape = f"{len(spec.max_seq_lengths)} lengths x {len(spec.depths)} depths x {spec.num_samples} samples"
+    prompts = len(spec.max_seq_lengths) * len(spec.depths) * spec.num_samples
+    if prompts > MAX_PROMPTS:
+        raise LongCtxError(
+            f"{task}: the grid is {shape} = {prompts:,} prompts, above the limit of {MAX_PROMPTS:,}. "
+            f"Lower num_samples or the number of depths or lengths. {lift}"
+        )
+    tokens = sum(spec.max_seq_lengths) * len(spec.depths) * spec.num_samples
+    if tokens > MAX_GRID_TOKENS:
+        raise LongCtxError(
+            f"{task}: the grid is {shape} = {tokens:,} prompt tokens, above the limit of "
+            f"{MAX_GRID_TOKENS:,}. Lower num_samples or the number of depths or lengths. {lift}"
+        )

@@ -207,11 +207,26 @@ def no_weights(monkeypatch):
         ({"rope_scaling": "longrope:2:short=1/1:long=1/1"}, "rotary dimension needs 4"),  # found on the config
         ({"rope_theta": "fast"}, "rope_theta='fast'"),
         ({"truncation": True}, "never cuts prompts"),
+        ({"max_length": -1}, r"max_length=-1 is not a number of tokens"),
+        ({"max_length": 0}, r"max_length=0 is not a number of tokens"),
+        ({"max_length": "abc"}, r"max_length='abc' is not a number of tokens"),
+        ({"max_length": 1.5}, r"max_length=1.5 is not a number of tokens"),
+        ({"max_length": True}, r"max_length=True is not a number of tokens"),
+        ({"dtype": "flaot16"}, r"dtype='flaot16' is not a torch dtype"),
+        ({"device": "cdua"}, r"device='cdua' is not a device"),
+        ({"attn_implementation": "flash"}, r"attn_implementation='flash' is not one of"),
+        ({"batch_size": "abc"}, r"batch_size='abc': use a whole number"),
+        ({"gguf_file": "missing.gguf"}, r"gguf_file=missing.gguf: no such file in"),
     ],
 )
 def test_bad_spec_fails_before_any_weights_load(tiny_model_dir, no_weights, args, problem):
     with pytest.raises(LongCtxError, match=problem):
         load(tiny_model_dir, **args)
+
+
+def test_a_missing_pretrained_folder_is_one_line_before_any_load(no_weights):
+    with pytest.raises(LongCtxError, match=r"^pretrained=/nonexistent/folder: no such folder\. Give the folder"):
+        load("/nonexistent/folder")
 
 
 # --- the window: max_length rule and no truncation --------------------------------------------
