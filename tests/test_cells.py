@@ -9,6 +9,7 @@ the prompt, so one process and N processes must report the same numbers and answ
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 
 import pytest
@@ -16,6 +17,8 @@ import torch
 from lm_eval.api.model import LM
 
 from lm_eval_longctx import window
+from lm_eval_longctx.cells import BEYOND, Grid, members_only
+from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.registration import task_manager
 
 TITLE = "Extending Context Window of Large Language Models via Position Interpolation"
@@ -81,7 +84,8 @@ def evaluate_on_ranks(tasks: list[str], metadata: dict, world_size: int, beyond_
     from lm_eval.evaluator import evaluate
 
     collectives = _Collectives(world_size)
-    task_dicts = [task_manager(metadata=metadata).load(tasks) for _ in range(world_size)]
+    manager = task_manager(metadata=metadata)
+    task_dicts = [manager.load(tasks) for _ in range(world_size)]  # each rank its own task objects
     outcome: dict[int, object] = {}
 
     def run(rank: int) -> None:
@@ -113,6 +117,7 @@ def assert_same_as_one_process(tasks, metadata, world_size, beyond_lengths=()):
     single = evaluate_on_ranks(tasks, metadata, 1, beyond_lengths)
     split = evaluate_on_ranks(tasks, metadata, world_size, beyond_lengths)
     assert split["results"] == single["results"]
+    json.dumps(split["samples"], allow_nan=False)  # the --log_samples records stay strict JSON
     for task in single["samples"]:
         one, many = _by_doc(single["samples"][task]), _by_doc(split["samples"][task])
         assert many.keys() == one.keys()
@@ -122,9 +127,31 @@ def assert_same_as_one_process(tasks, metadata, world_size, beyond_lengths=()):
     return single
 
 
-# lm-eval 0.4.13 gathers per-sample metrics by rank 0's keys: before per-cell metrics had the
-# same keys on every document, these failed with KeyError: ('exact_depth_0', 'none').
-old_keys = pytest.mark.xfail(strict=True, raises=KeyError, reason="ranks report different per-cell keys")
+def test_every_doc_of_a_grid_reports_every_cell():
+    grid = Grid(scores=("exact",), lengths=(100, 200), depths=(0.0, 0.5))
+    doc = {"max_seq_length": 200, "depth": 0.5}
+    ran = grid.doc_metrics(doc, {"score": 1.0, "exact": 1.0, "beyond_window": 0.0})
+    beyond = grid.doc_metrics({"max_seq_length": 100, "depth": 0.0}, {"score": 0.0, "exact": 0.0, "beyond_window": 1.0})
+    assert list(ran) == list(beyond)
+    assert ran == {
+        "score": 1.0, "exact": 1.0, "beyond_window": 0.0,
+        "exact_len_100": None, "exact_len_200": 1.0, "exact_depth_0": None, "exact_depth_0.5": 1.0,
+        "beyond_window_len_100": None, "beyond_window_len_200": 0.0,
+    }  # fmt: skip
+    # beyond the window: no score in its cells, counted in its length's beyond_window cell
+    cells_with_a_value = {k: v for k, v in beyond.items() if v is not None and k not in ("score", "exact", BEYOND)}
+    assert cells_with_a_value == {"beyond_window_len_100": 1.0}
+
+
+def test_a_grid_without_depths_has_length_cells_only():
+    grid = Grid(scores=("found",), lengths=(240, 300), depths=())
+    assert set(grid.aggregations()) == {"found_len_240", "found_len_300", "beyond_window_len_240", "beyond_window_len_300"}
+    assert grid.doc_metrics({"max_seq_length": 300}, {"score": 1.0, "found": 1.0, "beyond_window": 0.0})["found_len_300"] == 1.0
+
+
+def test_only_the_cells_docs_are_aggregated_and_cells_nobody_ran_vanish():
+    raw = {("exact_len_100", "none"): [1.0, None, 0.0], ("exact_len_200", "none"): [None, None], ("exact", "none"): [1.0, 0.0]}
+    assert members_only(raw) == {("exact_len_100", "none"): [1.0, 0.0], ("exact", "none"): [1.0, 0.0]}
 
 
 @pytest.fixture
@@ -134,32 +161,34 @@ def grid(tiny_model_dir):
     return {"pretrained": tiny_model_dir, "max_seq_lengths": [200], "depths": depths, "num_samples": 1}
 
 
-@old_keys
 def test_many_depths_one_sample_runs_on_two_ranks(grid):
     results = assert_same_as_one_process(["longctx_kv"], grid, world_size=2)
     kv = results["results"]["longctx_kv"]
-    assert "exact_depth_0,none" in kv and "exact_depth_1,none" in kv
+    assert {f"exact_depth_{d:g},none" for d in grid["depths"]} <= kv.keys()
+    assert 0 < kv["exact_len_200,none"] < 1 and kv["exact_len_200_stderr,none"] > 0
+    assert kv["exact_depth_0_stderr,none"] == "N/A"  # one sample: lm-eval gives no standard error
 
 
-@old_keys
-def test_three_ranks_and_ranks_without_a_prompt_of_some_cell(tiny_model_dir):
-    # 2 lengths x 3 depths x 2 samples over 3 ranks: every cell has fewer prompts than ranks
-    # at some length, and each rank misses some cells.
-    metadata = {"pretrained": tiny_model_dir, "max_seq_lengths": [160, 200], "depths": [0, 0.5, 1], "num_samples": 2}
-    assert_same_as_one_process(["longctx_kv", "longctx_passkey"], metadata, world_size=3)
+def test_the_group_on_three_ranks(tiny_model_dir):
+    # 2 samples per cell for 3 ranks: every rank misses some cells; pi_title (no depths) has
+    # one prompt per length, so each rank holds a different length of it.
+    metadata = {"pretrained": tiny_model_dir, "max_seq_lengths": [240, 300, 400], "depths": [0, 0.5, 1], "num_samples": 2}
+    results = assert_same_as_one_process(["longctx"], metadata, world_size=3)
+    assert {"found_len_240,none", "found_len_300,none", "found_len_400,none"} <= results["results"]["longctx_pi_title"].keys()
+    assert "score,none" in results["results"]["longctx"]
 
 
-@old_keys
 def test_beyond_window_lengths_on_two_ranks(tiny_model_dir):
     # One prompt per length: rank 0 holds the 160-token prompt, rank 1 the one beyond the window.
     metadata = {"pretrained": tiny_model_dir, "max_seq_lengths": [160, 200], "depths": [0.5], "num_samples": 1}
     results = assert_same_as_one_process(["longctx_kv"], metadata, world_size=2, beyond_lengths=(200,))
     kv = results["results"]["longctx_kv"]
-    assert kv["beyond_window_len_200,none"] == 1 and kv["beyond_window,none"] == 1
+    assert kv["beyond_window_len_200,none"] == 1 and kv["beyond_window_len_160,none"] == 0
     assert "exact_len_200,none" not in kv  # a cell that did not run has no value, not a placeholder
+    assert kv["exact_depth_0.5,none"] == kv["exact_len_160,none"]  # the depth cell holds the prompt that ran
 
 
-@old_keys
-def test_pi_title_without_depths_on_two_ranks(tiny_model_dir):
-    metadata = {"pretrained": tiny_model_dir, "max_seq_lengths": [240, 300, 400]}
-    assert_same_as_one_process(["longctx_pi_title"], metadata, world_size=2)
+def test_fewer_prompts_than_processes_is_refused(tiny_model_dir):
+    metadata = {"pretrained": tiny_model_dir, "max_seq_lengths": [240, 300]}
+    with pytest.raises(LongCtxError, match=r"longctx_pi_title: 2 prompt\(s\) for 3 processes"):
+        evaluate_on_ranks(["longctx_pi_title"], metadata, world_size=3)
