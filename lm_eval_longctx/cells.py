@@ -8,6 +8,12 @@ for the cells it is not in. ``aggregate_cells_over_their_docs`` has lm-eval drop
 before it aggregates, so a cell's value and standard error are lm-eval's own ``mean`` and
 ``mean_stderr`` over the cell's documents, as in one process, and a cell in which no
 document ran has no entry at all (never a placeholder number).
+
+Why not a custom aggregation that skips ``OUTSIDE``: lm-eval 0.4.13 picks a standard error by the
+aggregation function itself (``stderr_for_metric``: closed form for ``mean`` and ``acc_all`` only,
+bootstrap for a fixed list), so ours would report "N/A"; ``nanmean`` with NaN is on the bootstrap
+list, but costs 100,000 draws and a process pool per cell and gives NaN when a draw holds no
+member. Stripping before lm-eval aggregates keeps its own numbers.
 """
 
 from __future__ import annotations
