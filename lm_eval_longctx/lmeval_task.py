@@ -14,11 +14,11 @@ import contextlib
 import logging
 
 import datasets
-from lm_eval.api.metrics import mean
 from lm_eval.api.task import ConfigurableTask
 
-from lm_eval_longctx import served, window
+from lm_eval_longctx import cells, served, window
 from lm_eval_longctx.cache import cached_records, set_key
+from lm_eval_longctx.cells import BEYOND, count
 from lm_eval_longctx.catalog import TASKS, TaskDef
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.formats import generation_settings
@@ -30,17 +30,6 @@ log = logging.getLogger("lm_eval.longctx")
 
 # Bump when a generator's output changes for the same inputs: old cache entries then miss.
 GENERATOR_VERSION = 3
-
-BEYOND = "beyond_window"
-
-
-def metric_name(base: str, length: int | None = None, depth: float | None = None) -> str:
-    """Return the per-cell metric name: ``exact_len_4096``, ``exact_depth_0.5``."""
-    if length is not None:
-        return f"{base}_len_{length}"
-    if depth is not None:
-        return f"{base}_depth_{depth:g}"
-    return base
 
 
 # --------------------------------------------------------------------------- datasets
@@ -111,34 +100,10 @@ def progress_bar(task: str, spec: GridSpec):
 # --------------------------------------------------------------------------- scoring
 
 
-def count(items: list[float]) -> float:
-    """Aggregation of the beyond-window flags: how many samples the model could not take."""
-    return float(sum(items))
-
-
-def _cell_metrics(doc: dict, scores: dict[str, float]) -> dict[str, float]:
-    """Return ``scores`` overall, per length and per depth, plus the beyond-window count."""
-    length, depth = doc["max_seq_length"], doc.get("depth")
-    out = {BEYOND: 0.0, **scores}
-    for base, value in scores.items():
-        out[metric_name(base, length=length)] = value
-        if depth is not None:
-            out[metric_name(base, depth=depth)] = value
-    return out
-
-
-def _beyond_window(doc: dict, score_names: tuple[str, ...]) -> dict[str, float]:
-    # The model could not take the prompt: it counts as failed overall ("no chance"), is
-    # counted in beyond_window, and leaves its length/depth cells without a score.
-    out = {name: 0.0 for name in score_names}
-    out[BEYOND] = 1.0
-    out[metric_name(BEYOND, length=doc["max_seq_length"])] = 1.0
-    return out
-
-
 class Scorer:
-    """``process_results`` of one task: its scorer's metrics overall and per cell, plus
-    ``score`` (the headline metric, which the ``longctx`` group averages)."""
+    """``process_results`` of one task: its scorer's metrics, the beyond-window flag and
+    ``score`` (the headline metric, which the ``longctx`` group averages).
+    ``LongCtxTask.process_results`` adds the per-length and per-depth cells (``cells.Grid``)."""
 
     def __init__(self, task: TaskDef):
         self.task = task
@@ -146,9 +111,11 @@ class Scorer:
     def __call__(self, doc: dict, results: list[str]) -> dict[str, float]:
         answer = results[0]
         if answer == window.BEYOND_WINDOW:
-            return {"score": 0.0, **_beyond_window(doc, self.task.metrics)}
+            # The model could not take the prompt: it counts as failed overall ("no chance"), is
+            # counted in beyond_window, and leaves its length/depth cells without a score.
+            return {"score": 0.0, **{name: 0.0 for name in self.task.metrics}, BEYOND: 1.0}
         scores = self.task.score(answer, doc)
-        return {"score": scores[self.task.headline], **_cell_metrics(doc, scores)}
+        return {"score": scores[self.task.headline], **scores, BEYOND: 0.0}
 
     def __repr__(self) -> str:  # how lm-eval writes it into the results' task config
         return f"lm_eval_longctx.lmeval_task.Scorer({self.task.name!r})"
@@ -188,6 +155,8 @@ class LongCtxTask(ConfigurableTask):
     ``--gen_kwargs`` wins over both.
     """
 
+    longctx_cells = True  # cells.aggregate_cells_over_their_docs: aggregate each cell over its docs
+
     def __init__(self, config: dict | None = None, **kwargs):
         config = {k: v for k, v in (config or {}).items() if k != "class"}
         task = task_def((config.get("dataset_kwargs") or {}).get("longctx_task"))
@@ -196,6 +165,7 @@ class LongCtxTask(ConfigurableTask):
         config.setdefault("metric_list", metric_list(task))
         config.setdefault("process_results", Scorer(task))
         super().__init__(config=config, **kwargs)
+        cells.aggregate_cells_over_their_docs()
         self._chat_template_given = "chat_template" in (self.config.metadata or {})
         self._adopt_dataset()
 
@@ -204,16 +174,18 @@ class LongCtxTask(ConfigurableTask):
         docs = self.dataset[self.config.test_split]
         self._grid_key = docs.info.description or ""
         score_names = [m["metric"] for m in self.config.metric_list if m["metric"] not in (BEYOND, "score")]
-        lengths = sorted(set(docs["max_seq_length"]))
-        depths = sorted(set(docs["depth"])) if "depth" in docs.column_names else []
-        for base in score_names:
-            for name in [metric_name(base, length=n) for n in lengths] + [metric_name(base, depth=d) for d in depths]:
-                self._aggregation_list[name] = mean
-                self._higher_is_better[name] = True
-        for n in lengths:
-            self._aggregation_list[metric_name(BEYOND, length=n)] = count
-            self._higher_is_better[metric_name(BEYOND, length=n)] = False
-        self._check_window(lengths)
+        self._grid = cells.Grid.of(docs, score_names)
+        for name, (aggregation, higher_is_better) in self._grid.aggregations().items():
+            self._aggregation_list[name] = aggregation
+            self._higher_is_better[name] = higher_is_better
+        self._check_window(list(self._grid.lengths))
+
+    def process_results(self, doc: dict, results: list) -> dict:
+        """Return the doc's scores plus EVERY cell of the grid (``None`` where it is not in one).
+
+        Every doc gives the same keys, so lm-eval's gather across data-parallel ranks works.
+        """
+        return self._grid.doc_metrics(doc, super().process_results(doc, results))
 
     @property
     def _max_gen_toks(self) -> int:
@@ -253,6 +225,9 @@ class LongCtxTask(ConfigurableTask):
         return context
 
     def build_all_requests(self, *, tokenizer_name: str = "", apply_chat_template: bool = False, **kwargs) -> None:
+        cells.check_world_size(
+            self.config.task, len(self.eval_docs), kwargs.get("world_size"), kwargs.get("limit"), kwargs.get("samples")
+        )
         built_with = bool(self.dataset[self.config.test_split][0]["chat_template"])
         if bool(apply_chat_template) != built_with and not self._chat_template_given:
             # Only now does the task learn whether lm-eval wraps prompts in the chat template:

@@ -19,7 +19,7 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from lm_eval_longctx import rope, window
 from lm_eval_longctx.errors import LongCtxError
-from lm_eval_longctx.model import HFLongCtxLM, fixed_ntk_base, runtime_defaults
+from lm_eval_longctx.model import HFLongCtxLM, cuda_devices_of, fixed_ntk_base, runtime_defaults
 
 WORDS = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 GREEDY = {"until": ["<<never>>"], "max_gen_toks": 8, "do_sample": False}
@@ -465,6 +465,27 @@ def test_model_info_records_rope_windows_attention_dtype_versions(tiny_model_dir
     assert info["versions"]["transformers"] == transformers.__version__
     assert info["versions"]["lm_eval"]
     json.dumps(info)  # goes into the results file as is
+
+
+def test_model_info_records_peak_memory_of_every_gpu_the_model_spans(tiny_model_dir, monkeypatch):
+    lm = load(tiny_model_dir)
+    assert "peak_gpu_memory_gib" not in lm.get_model_info()["longctx"]  # on the CPU: no GPU to report
+    # What parallelize=True leaves behind: accelerate's map of modules to GPU indices (and offload).
+    lm.model.hf_device_map = {"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": 1, "lm_head": "cpu"}
+    peaks = {"cuda:0": 3 * 2**30, "cuda:1": 5.5 * 2**30}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: peaks[device])
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device: peaks[device] + 2**30)
+    info = lm.get_model_info()["longctx"]
+    assert info["peak_gpu_memory_gib"] == {"cuda:0": 3.0, "cuda:1": 5.5}
+    assert info["peak_gpu_memory_reserved_gib"] == {"cuda:0": 4.0, "cuda:1": 6.5}
+    json.dumps(info)
+
+
+def test_a_model_on_one_gpu_reports_that_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert cuda_devices_of(torch.nn.Linear(1, 1), torch.device("cuda:0")) == ["cuda:0"]
+    assert cuda_devices_of(torch.nn.Linear(1, 1), "cuda") == ["cuda:1"]  # HFLM's device with parallelize=True
 
 
 TASK_YAML = """\
