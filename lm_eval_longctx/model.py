@@ -325,9 +325,8 @@ class HFLongCtxLM(HFLM):
         # length gets the batch its KV cache and prefill fit in free memory; elsewhere ask once.
         if requests:
             return super()._detect_batch_size(requests, pos)
-        if self._group_shape and self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
-            free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        free = generation.free_device_bytes(self.device)
+        if self._group_shape and free is not None:
             return generation.batch_size_for(self.model.config, self.model.dtype, *self._group_shape, free, self.max_batch_size)
         if self._auto_batch_size is None:
             self._auto_batch_size = super()._detect_batch_size()

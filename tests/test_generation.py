@@ -11,7 +11,7 @@ from conftest import make_tiny_llama
 from lm_eval.api.instance import Instance
 
 from lm_eval_longctx import generation, window
-from lm_eval_longctx.model import HFLongCtxLM
+from lm_eval_longctx.model import HFLongCtxLM, fixed_ntk_base
 
 WORDS = "The grass is green. The sky is blue. '1234abcd' = 'ff00'. There and back again. "
 NEVER = "<<never>>"
@@ -156,35 +156,58 @@ def test_batch_stops_once_every_row_has_stopped(sharp_model_dir):
     assert fast_steps < 16 and fast_steps <= max(settled) + 4
 
 
-def test_chunked_prefill_gives_the_same_answers(sharp_model_dir, greedy_calls, monkeypatch):
+def prefill_lengths(lm):
+    """A list that collects the token count of each forward pass (prefill chunks, decode steps)."""
+    seen = []
+    lm.model.register_forward_hook(lambda module, args, kwargs, out: seen.append(kwargs["input_ids"].shape[1]),
+                                   with_kwargs=True)  # fmt: skip
+    return seen
+
+
+def test_a_prefill_that_does_not_fit_runs_in_chunks_with_the_same_answers(sharp_model_dir, greedy_calls, monkeypatch):
     lm = HFLongCtxLM(pretrained=sharp_model_dir, batch_size=3, rope_scaling="linear:2")
     prompts = equal_length_prompts(lm, 600, 3)
     whole = run(lm, prompts, fast=True)
-    chunks = []
-    monkeypatch.setattr(generation, "PREFILL_CHUNK_FROM", 256)
+    monkeypatch.setattr(generation, "free_device_bytes", lambda device: 10_000)  # a card with no room
     monkeypatch.setattr(generation, "PREFILL_CHUNK", 100)
-    hook = lm.model.register_forward_hook(lambda module, args, kwargs, out: chunks.append(kwargs["input_ids"].shape[1]),
-                                          with_kwargs=True)  # fmt: skip
-    try:
-        assert run(lm, prompts, fast=True) == whole
-    finally:
-        hook.remove()
-    assert chunks[:2] == [100, 100] and max(chunks) == 100
+    passes = prefill_lengths(lm)
+    assert run(lm, prompts, fast=True) == whole
+    assert passes[:2] == [100, 100] and max(passes) == 100
 
 
-def test_chunked_prefill_skipped_where_frequencies_follow_the_length(sharp_model_dir, monkeypatch):
+def test_a_prefill_that_fits_runs_in_one_pass(sharp_model_dir, monkeypatch):
+    lm = HFLongCtxLM(pretrained=sharp_model_dir, batch_size=1)
+    monkeypatch.setattr(generation, "free_device_bytes", lambda device: 2**40)
+    monkeypatch.setattr(generation, "PREFILL_CHUNK", 100)
+    passes = prefill_lengths(lm)
+    prompt = WORDS * 8  # about 300 tokens: three chunks' worth
+    run(lm, [prompt], fast=True, max_gen_toks=2)
+    assert passes[0] == lm._prompt_len(prompt)
+
+
+def test_prefill_chunk_follows_free_memory(sharp_model_dir):
+    lm = HFLongCtxLM(pretrained=sharp_model_dir, batch_size=1)
+    config, dtype = lm.model.config, lm.model.dtype
+    per_token = generation.kv_bytes_per_token(config, dtype) + generation.activation_bytes_per_token(config, dtype)
+    need = 2 * 10_000 * per_token + 2 * 24 * generation.kv_bytes_per_token(config, dtype)
+    assert generation.prefill_chunk(lm.model, 2, 10_000, 24, None) == 10_000  # memory not known (CPU)
+    assert generation.prefill_chunk(lm.model, 2, 10_000, 24, int(need / generation.MEMORY_MARGIN) + 1) == 10_000
+    assert generation.prefill_chunk(lm.model, 2, 10_000, 24, need) == generation.PREFILL_CHUNK
+    assert generation.prefill_chunk(lm.model, 2, 1000, 24, 0) == 1000  # shorter than a chunk
+
+
+def test_no_chunks_where_frequencies_follow_the_length(sharp_model_dir, monkeypatch):
     lm = HFLongCtxLM(pretrained=sharp_model_dir, batch_size=1, rope_scaling="dynamic:4")
-    monkeypatch.setattr(generation, "PREFILL_CHUNK_FROM", 256)
+    monkeypatch.setattr(generation, "free_device_bytes", lambda device: 0)
     monkeypatch.setattr(generation, "PREFILL_CHUNK", 100)
-    seen = []
-    hook = lm.model.register_forward_hook(lambda module, args, kwargs, out: seen.append(kwargs["input_ids"].shape[1]),
-                                          with_kwargs=True)  # fmt: skip
+    passes = prefill_lengths(lm)
     ids = torch.tensor([lm._encode_once([WORDS * 40])[0]])
-    try:
+    generation.greedy_generate(lm.model, ids, max_new_tokens=2, stop=[NEVER], tokenizer=lm.tokenizer, pad_token_id=0)
+    assert passes[0] == ids.shape[1]  # a dynamic model outside fixed_ntk_base: one pass
+    passes.clear()
+    with fixed_ntk_base(lm.model, ids.shape[1]):  # inside it (as hf-longctx runs), the base is fixed: chunks
         generation.greedy_generate(lm.model, ids, max_new_tokens=2, stop=[NEVER], tokenizer=lm.tokenizer, pad_token_id=0)
-    finally:
-        hook.remove()
-    assert seen[0] == ids.shape[1]  # a dynamic model outside fixed_ntk_base: one pass
+    assert passes[0] == 100
 
 
 @pytest.mark.parametrize(
@@ -223,15 +246,18 @@ def test_a_users_max_gen_toks_and_until_win(sharp_model_dir, greedy_calls):
     assert answers and all(len(lm.tok_encode(a)) <= 3 for a in answers)
 
 
-def test_batch_size_for_fits_the_kv_cache_in_free_memory():
+def test_batch_size_for_fits_kv_cache_and_prefill_in_free_memory():
     from transformers import LlamaConfig
 
     llama2_7b = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32)
-    assert generation.kv_bytes_per_token(llama2_7b, torch.bfloat16) == 512 * 1024
-    free = 60 * 2**30
+    kv = generation.kv_bytes_per_token(llama2_7b, torch.bfloat16)
+    assert kv == 512 * 1024
+    row = lambda n: n * (kv + generation.activation_bytes_per_token(llama2_7b, torch.bfloat16)) + 24 * kv  # noqa: E731
+    free = 66 * 2**30  # an 80 GB card with 7B weights loaded
     sizes = {n: generation.batch_size_for(llama2_7b, torch.bfloat16, n, 24, free, limit=64) for n in (4096, 16384, 32768)}
     assert sizes[4096] > sizes[16384] > sizes[32768] >= 1
     for n, size in sizes.items():
-        assert size * (n + 24) * 512 * 1024 <= 0.9 * free < (size + 1) * (n + 24) * 512 * 1024 * 1.5
+        assert size * row(n) <= generation.MEMORY_MARGIN * free < (size + 1) * row(n)
+    assert sizes[32768] < 4  # four 32k rows need 64 GiB of KV cache alone
     assert generation.batch_size_for(llama2_7b, torch.bfloat16, 4096, 24, free, limit=2) == 2
     assert generation.batch_size_for(llama2_7b, torch.bfloat16, 10**6, 24, free, limit=64) == 1
