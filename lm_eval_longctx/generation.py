@@ -15,8 +15,8 @@ layer's activations for all of its tokens at once. Here:
 * ``prefill``: a prompt whose one-pass activations would not fit in free device memory beside
   its KV cache runs through the model in chunks of ``PREFILL_CHUNK`` tokens. Chunks attend to
   the cache through a mask, which sdpa serves with a slower kernel than the fused causal one
-  (measured on an H100 at 131k tokens: peak 1.12x weights + KV cache instead of 1.49x, prefill
-  1.6x slower), so a prompt that fits in one pass gets one pass.
+  (measured on an H100 at 131k tokens: peak 1.12x weights + KV cache instead of 1.49x, the
+  generation phase 1.6x longer), so a prompt that fits in one pass gets one pass.
 
 ``greedy_generate`` is used only where it returns what ``model.generate`` returns for the text
 lm-eval keeps (``fast_path_blocker`` says why not otherwise): greedy decoding, no logits
