@@ -75,9 +75,9 @@ class PreallocatedLayer(DynamicLayer):
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
-        batch, heads = key_states.shape[:2]
-        self._key_buffer = key_states.new_empty((batch, heads, self.capacity, key_states.shape[-1]))
-        self._value_buffer = value_states.new_empty((batch, value_states.shape[1], self.capacity, value_states.shape[-1]))
+        (batch, heads, _, key_dim), value_dim = key_states.shape, value_states.shape[-1]
+        self._key_buffer = key_states.new_empty((batch, heads, self.capacity, key_dim))
+        self._value_buffer = value_states.new_empty((batch, value_states.shape[1], self.capacity, value_dim))
         self.keys, self.values = self._key_buffer[:, :, :0], self._value_buffer[:, :, :0]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
@@ -209,7 +209,8 @@ def prefill_chunk(model, batch: int, length: int, new_tokens: int, free_bytes: i
     if free_bytes is None or _length_dependent_rope(model):
         return length
     config, dtype = model.config, model.dtype
-    need = batch * (length + new_tokens) * kv_bytes_per_token(config, dtype) + batch * length * activation_bytes_per_token(config, dtype)
+    need = batch * (length + new_tokens) * kv_bytes_per_token(config, dtype)
+    need += batch * length * activation_bytes_per_token(config, dtype)
     return length if need <= free_bytes * MEMORY_MARGIN else min(length, PREFILL_CHUNK)
 
 

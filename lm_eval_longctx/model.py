@@ -327,7 +327,8 @@ class HFLongCtxLM(HFLM):
             return super()._detect_batch_size(requests, pos)
         free = generation.free_device_bytes(self.device)
         if self._group_shape and free is not None:
-            return generation.batch_size_for(self.model.config, self.model.dtype, *self._group_shape, free, self.max_batch_size)
+            config, dtype = self.model.config, self.model.dtype
+            return generation.batch_size_for(config, dtype, *self._group_shape, free, self.max_batch_size)
         if self._auto_batch_size is None:
             self._auto_batch_size = super()._detect_batch_size()
         return self._auto_batch_size

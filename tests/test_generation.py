@@ -196,17 +196,22 @@ def test_prefill_chunk_follows_free_memory(sharp_model_dir):
     assert generation.prefill_chunk(lm.model, 2, 1000, 24, 0) == 1000  # shorter than a chunk
 
 
+def greedy_two(lm, ids):
+    tokenizer = lm.tokenizer
+    return generation.greedy_generate(lm.model, ids, max_new_tokens=2, stop=[NEVER], tokenizer=tokenizer, pad_token_id=0)
+
+
 def test_no_chunks_where_frequencies_follow_the_length(sharp_model_dir, monkeypatch):
     lm = HFLongCtxLM(pretrained=sharp_model_dir, batch_size=1, rope_scaling="dynamic:4")
     monkeypatch.setattr(generation, "free_device_bytes", lambda device: 0)
     monkeypatch.setattr(generation, "PREFILL_CHUNK", 100)
     passes = prefill_lengths(lm)
     ids = torch.tensor([lm._encode_once([WORDS * 40])[0]])
-    generation.greedy_generate(lm.model, ids, max_new_tokens=2, stop=[NEVER], tokenizer=lm.tokenizer, pad_token_id=0)
+    greedy_two(lm, ids)
     assert passes[0] == ids.shape[1]  # a dynamic model outside fixed_ntk_base: one pass
     passes.clear()
     with fixed_ntk_base(lm.model, ids.shape[1]):  # inside it (as hf-longctx runs), the base is fixed: chunks
-        generation.greedy_generate(lm.model, ids, max_new_tokens=2, stop=[NEVER], tokenizer=lm.tokenizer, pad_token_id=0)
+        greedy_two(lm, ids)
     assert passes[0] == 100
 
 
@@ -254,7 +259,7 @@ def test_batch_size_for_fits_kv_cache_and_prefill_in_free_memory():
     assert kv == 512 * 1024
     row = lambda n: n * (kv + generation.activation_bytes_per_token(llama2_7b, torch.bfloat16)) + 24 * kv  # noqa: E731
     free = 66 * 2**30  # an 80 GB card with 7B weights loaded
-    sizes = {n: generation.batch_size_for(llama2_7b, torch.bfloat16, n, 24, free, limit=64) for n in (4096, 16384, 32768)}
+    sizes = {n: generation.batch_size_for(llama2_7b, torch.bfloat16, n, 24, free, 64) for n in (4096, 16384, 32768)}
     assert sizes[4096] > sizes[16384] > sizes[32768] >= 1
     for n, size in sizes.items():
         assert size * row(n) <= generation.MEMORY_MARGIN * free < (size + 1) * row(n)
