@@ -30,7 +30,7 @@ from lm_eval.models.utils import has_bos_prefix, normalize_gen_kwargs
 from tqdm import tqdm
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from lm_eval_longctx import model_args, rope, window
+from lm_eval_longctx import generation, model_args, rope, window
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.registration import MODEL_NAME
 
@@ -260,13 +260,39 @@ class HFLongCtxLM(HFLM):
         pbar = tqdm(total=len(requests) - len(needed), disable=disable_tqdm or self.rank != 0, desc="hf-longctx")
         for length in sorted(by_length, reverse=True):  # longest first: an OOM shows at once, like HFLM
             indices = by_length[length]
-            with fixed_ntk_base(self.model, length):
+            self._group_shape = (length, max(budgets[i] for i in indices))  # for batch_size=auto
+            with fixed_ntk_base(self.model, length), generation.reproducible_attention(self.device):
                 outputs = super().generate_until([requests[i] for i in indices], disable_tqdm=True)
             for i, output in zip(indices, outputs):
                 results[i] = output
             pbar.update(len(indices))
         pbar.close()
         return results
+
+    fast_generate = True  # False: every batch through model.generate (benchmarks compare both)
+
+    def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs):
+        # Greedy batches decode in generation.greedy_generate: the tokens model.generate gives for
+        # the text lm-eval keeps, without its per-step cache copy, ending once every row is settled.
+        new_tokens = max_length - context.shape[1]
+        blocker = generation.fast_path_blocker(self.model, self.tokenizer, generation_kwargs)
+        if not self.fast_generate or blocker or new_tokens < 1:
+            logger.debug("hf-longctx: model.generate for this batch (%s)", blocker or "fast path off")
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+        with torch.autocast(
+            device_type=self.device.type,
+            dtype=self.mixed_precision_dtype,
+            enabled=self.mixed_precision_dtype is not None,
+        ):
+            return generation.greedy_generate(
+                self.model,
+                context,
+                max_new_tokens=new_tokens,
+                stop=stop,
+                tokenizer=self.tokenizer,
+                pad_token_id=self.tokenizer.pad_token_id,
+                early_stop=self.think_end_token is None,  # a stop sequence inside the thinking is no answer
+            )
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
         # The model sees context + continuation minus the last token.
@@ -293,10 +319,17 @@ class HFLongCtxLM(HFLM):
                 results[i] = output
         return results
 
+    _group_shape = None  # (prompt length, max_gen_toks) of the generation batch being run
+
     def _detect_batch_size(self, requests=None, pos: int = 0):
-        # generate_until asks once per call and we call it once per prompt length: ask the GPU once.
+        # generate_until asks once per call and we call it once per prompt length: on a GPU each
+        # length gets the batch its KV cache and prefill fit in free memory; elsewhere ask once.
         if requests:
             return super()._detect_batch_size(requests, pos)
+        free = generation.free_device_bytes(self.device)
+        if self._group_shape and free is not None:
+            config, dtype = self.model.config, self.model.dtype
+            return generation.batch_size_for(config, dtype, *self._group_shape, free, self.max_batch_size)
         if self._auto_batch_size is None:
             self._auto_batch_size = super()._detect_batch_size()
         return self._auto_batch_size
