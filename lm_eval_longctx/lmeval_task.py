@@ -14,7 +14,7 @@ import datasets
 from lm_eval.api.metrics import mean
 from lm_eval.api.task import ConfigurableTask
 
-from lm_eval_longctx import scoring, served, window
+from lm_eval_longctx import compat, scoring, served, window
 from lm_eval_longctx.cache import cached_records
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.spec import GridSpec
@@ -166,20 +166,8 @@ def process_pi_title(doc: dict, results: list[str]) -> dict[str, float]:
 # --------------------------------------------------------------------------- task class
 
 
-class _SameCountWarningFilter(logging.Filter):
-    """Drop lm-eval's "not scored on the same number of documents" warning for our tasks.
-
-    Our per-length and per-depth metrics cover a subset of the documents by design, and the
-    group score aggregates only metrics every document has, so the warning's concern
-    (mis-weighted group scores) does not apply to them.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (message.startswith("[longctx_") and "not scored on the same number" in message)
-
-
-logging.getLogger("lm_eval.evaluator_utils").addFilter(_SameCountWarningFilter())
+# Our per-length and per-depth metrics cover a subset of the documents by design.
+compat.quiet_same_count_warning()
 
 
 class LongCtxTask(ConfigurableTask):
