@@ -402,3 +402,51 @@ def test_a_chat_template_run_is_named_as_such(tmp_path):
     copy.write_text(json.dumps(results))
     assert report.load_run(copy).model.endswith("(chat template)")
     assert not report.load_run(source).model.endswith("(chat template)")
+
+
+# --------------------------------------------------------------------------- outputs and damaged inputs
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_output_dir_that_cannot_be_a_folder_is_one_line(tmp_path, capsys, where):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    out = blocker if where == "a file" else blocker / "report"
+    assert main(["report", str(FIXTURES / "rope_none"), "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    expected = "is a file" if where == "a file" else f"is under {blocker}, which is a file"
+    assert err == f"lm-eval-longctx error: --output-dir {out} {expected}, not a folder; give a folder path (new or existing)."
+
+
+def test_output_dir_under_a_read_only_folder_is_one_line(read_only_dir, capsys, monkeypatch):
+    monkeypatch.setattr(report, "load_runs", lambda paths: pytest.fail("read the inputs before checking the output"))
+    out = read_only_dir / "report"
+    assert main(["report", str(FIXTURES / "rope_none"), "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lm-eval-longctx error: --output-dir {out}: cannot write in {read_only_dir} (")
+    assert err.endswith("give a folder you can write to.")
+
+
+def test_default_output_dir_is_checked_too(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    monkeypatch.setattr(report, "default_output_dir", lambda first: blocker)
+    assert main(["report", str(FIXTURES / "rope_none")]) == 2
+    assert f"--output-dir {blocker} is a file" in capsys.readouterr().err
+
+
+def test_nothing_to_report_is_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"lm-eval-longctx error: nothing to report: {tmp_path / 'a'}: no such file or folder.")
+    assert f" | {tmp_path / 'b'}: no such file or folder." in line
+
+
+@pytest.mark.parametrize("content", ["", "null\n", "{oops\n", '{"doc": "x", "exact": 1}\n'])
+def test_damaged_samples_file_falls_back_to_the_results_json(tmp_path, content):
+    run = copy_run("rope_none", tmp_path)
+    (samples,) = run.rglob("samples_longctx_kv_*.jsonl")
+    samples.write_text(content)
+    result = report.load_run(results_json(run)).tasks["longctx_kv"]
+    assert result.by_depth_length is None and result.by_length  # the JSON's per-length cells
+    assert "unreadable" in result.notes[0] and "used the results JSON only" in result.notes[0]
