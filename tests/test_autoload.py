@@ -12,7 +12,7 @@ import pytest
 
 def run_python(code: str, pythonpath, **env) -> subprocess.CompletedProcess:
     environment = {**os.environ, "PYTHONPATH": str(pythonpath), **env}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=120)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=600)
 
 
 def write_fake_lm_eval(root, registry_source: str, manager_source: str) -> None:
@@ -105,7 +105,7 @@ def start_with_our_pth(tmp_path, code: str, switch: str | None) -> subprocess.Co
     if switch is not None:
         env["LM_EVAL_LONGCTX_NO_AUTOLOAD"] = switch
     prelude = f"import sys; before = set(sys.modules); import site; site.addsitedir({str(site_dir)!r})\n"
-    return subprocess.run([sys.executable, "-S", "-c", prelude + code], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([sys.executable, "-S", "-c", prelude + code], capture_output=True, text=True, env=env, timeout=600)
 
 
 @pytest.mark.parametrize("switch", [None, *ON, *OFF])

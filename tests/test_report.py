@@ -159,7 +159,7 @@ def test_python_dash_m_runs_the_same_command(tmp_path):
     out = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, "-m", "lm_eval_longctx", "report", str(FIXTURES / "rope_dynamic2"), "--output-dir", str(out)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (out / "report.md").is_file() and (out / "length_curve_longctx_kv.png").is_file()
