@@ -10,10 +10,11 @@ interpreter many times, interleaved, and reports medians:
 * modules loaded at start-up, and what ``python -X importtime`` charges to lm_eval_longctx.
 
 lm-eval itself is not installed in either: the hook must cost nothing until lm_eval is imported,
-so whether it is installed does not change these numbers. ``--venv PATH`` adds an existing
-environment (e.g. a development venv) to the table as it is.
+so whether it is installed does not change these numbers. ``--before REV`` adds a third
+environment holding the package and .pth of git revision REV, installed the same way (the
+hook before a change); ``--venv PATH`` adds an existing environment as it is.
 
-    python benchmarks/startup_hook.py --runs 40
+    python benchmarks/startup_hook.py --runs 60 --before 7104ebe
 """
 
 from __future__ import annotations
@@ -33,19 +34,30 @@ ROOT = Path(__file__).resolve().parent.parent
 SWITCH = "LM_EVAL_LONGCTX_NO_AUTOLOAD"
 
 
-def make_venv(path: Path, with_hook: bool) -> Path:
+def make_venv(path: Path, source: Path | None) -> Path:
+    """A venv of this Python; with ``source`` (a checkout), its package and .pth installed."""
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
     python = path / "bin" / "python"
     site = Path(subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip())
-    if with_hook:
-        shutil.copytree(ROOT / "lm_eval_longctx", site / "lm_eval_longctx", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        shutil.copy(ROOT / "lm_eval_longctx.pth", site / "lm_eval_longctx.pth")
+    if source is not None:
+        shutil.copytree(source / "lm_eval_longctx", site / "lm_eval_longctx", symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copy(source / "lm_eval_longctx.pth", site / "lm_eval_longctx.pth")
         subprocess.run([str(python), "-m", "compileall", "-q", str(site / "lm_eval_longctx")], check=True)
     return python
 
 
+def checkout(rev: str, into: Path) -> Path:
+    """The package and .pth of git revision ``rev``, extracted into ``into``."""
+    into.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "lm_eval_longctx", "lm_eval_longctx.pth"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
 def child_env(switch: str | None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", SWITCH, "PYTHONDONTWRITEBYTECODE")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", SWITCH)}
     if switch is not None:
         env[SWITCH] = switch
     return env
@@ -75,17 +87,22 @@ def module_count(python: Path, env: dict) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=40, help="starts per configuration and command (default 40)")
+    parser.add_argument("--before", metavar="REV", help="also measure the hook of this git revision")
     parser.add_argument("--venv", type=Path, action="append", default=[], help="also measure this existing venv")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="startup_hook_") as tmp:
-        bare = make_venv(Path(tmp) / "bare", with_hook=False)
-        hooked = make_venv(Path(tmp) / "hook", with_hook=True)
+        bare = make_venv(Path(tmp) / "bare", None)
+        hooked = make_venv(Path(tmp) / "hook", ROOT)
         configs = {
             "bare venv": (bare, child_env(None)),
             "hook on": (hooked, child_env(None)),
             f"hook off ({SWITCH}=1)": (hooked, child_env("1")),
         }
+        if args.before:
+            before = make_venv(Path(tmp) / "before", checkout(args.before, Path(tmp) / "src_before"))
+            configs[f"hook of {args.before}, on"] = (before, child_env(None))
+            configs[f"hook of {args.before}, {SWITCH}=1"] = (before, child_env("1"))
         for venv in args.venv:
             configs[f"{venv} as is"] = (venv / "bin" / "python", child_env(None))
         commands = {"-c pass": "pass", "-c 'import json'": "import json"}
@@ -101,7 +118,7 @@ def main() -> None:
                 hook_import[name].append(importtime_ms(python, env))
 
         print(f"Python {platform.python_version()} ({sys.executable}), {platform.machine()}, "
-              f"{os.cpu_count()} CPUs, load average before/after: see below; {args.runs} runs each, medians")
+              f"{os.cpu_count()} CPUs; {args.runs} runs each, interleaved; medians")
         base = {label: statistics.median(times[("bare venv", label)]) for label in commands}
         print("| environment | modules at start-up | " + " | ".join(f"`python {k}` ms (vs bare)" for k in commands)
               + " | -X importtime of lm_eval_longctx ms |")
