@@ -137,6 +137,24 @@ def test_open_progress_bars_are_listed_where_fail_closes_them():
         bar.close()
 
 
+def test_fail_closes_open_bars_quiets_asyncio_and_exits_2(capsys):
+    import tqdm
+
+    bar = tqdm.tqdm(total=3, disable=False)
+    asyncio_logger = logging.getLogger("asyncio")
+    level = asyncio_logger.level
+    try:
+        with pytest.raises(SystemExit) as caught:
+            compat.fail("the message")
+        assert caught.value.code == 2
+        assert bar not in tqdm.tqdm._instances  # closed: it will not redraw after our line
+        assert asyncio_logger.level == logging.CRITICAL
+        assert capsys.readouterr().err.strip().splitlines()[-1] == "lm-eval-longctx error: the message"
+    finally:
+        asyncio_logger.setLevel(level)
+        bar.close()
+
+
 # --------------------------------------------------------------------------- lm-eval: logging
 
 

@@ -248,6 +248,8 @@ class _Proxy:
                         return response.read()
                 except urllib.error.HTTPError as error:
                     return error.read()  # the server's error body, e.g. a context-size refusal
+                except OSError as error:  # the server stopped (end of the module) while the client had given up
+                    return json.dumps({"error": {"message": f"test proxy: the server did not answer ({error})"}}).encode()
 
             def _forward(self, body: bytes | None):
                 self.send_response(200)
