@@ -3,7 +3,7 @@
 For each length, times (median over different samples) our key/value and pass-key generators,
 a re-implementation of the reference's quadratic builder, lm-eval's RULER ``niah_multikey_3``
 sample generator, and one tokenizer pass over our prompts: the floor any exact-length builder
-pays to verify its prompt. Then times ``kv_dataset`` twice against a fresh cache folder.
+pays to verify its prompt. Then times the ``longctx_kv`` dataset function twice against a fresh cache folder.
 
     python benchmarks/datagen.py [--lengths 4096 16384 32768] [--repeats 5] [--ruler-samples 10] [--tokenizer DIR]
 
@@ -23,6 +23,7 @@ import time
 import uuid
 
 from lm_eval_longctx.embedded import default_model_dir, gguf_path
+from lm_eval_longctx.catalog import TASKS
 from lm_eval_longctx.haystack import kv_record
 from lm_eval_longctx.passkey import passkey_record
 from lm_eval_longctx.spec import GridSpec
@@ -109,7 +110,7 @@ def measure_length(length: int, repeats: int, counter: PromptCounter, ruler, rul
     spec = GridSpec(max_seq_lengths=(length,), depths=(0.5,), num_samples=1)
     samples = list(range(repeats))
     row = {"length": length}
-    row["kv"], records = median_seconds(lambda s: kv_record(spec, counter, length, 0.5, s), samples)
+    row["kv"], records = median_seconds(lambda s: kv_record(TASKS["longctx_kv"], spec, counter, length, 0.5, s), samples)
     row["passkey"], _ = median_seconds(lambda s: passkey_record(spec, counter, length, 0.5, s), samples)
     prompts = [r["prompt"] for r in records]
     assert all(r["actual_tokens"] == length for r in records)
@@ -130,8 +131,8 @@ def measure_length(length: int, repeats: int, counter: PromptCounter, ruler, rul
 
 
 def cached_rerun(tok_args: dict, lengths: list[int]) -> tuple[float, float, int]:
-    """Return seconds of ``kv_dataset`` building the grid into a fresh cache, then reading it back."""
-    from lm_eval_longctx.lmeval_task import kv_dataset
+    """Return seconds of the ``longctx_kv`` dataset building the grid into a fresh cache, then reading it back."""
+    from lm_eval_longctx.lmeval_task import dataset
     from lm_eval_longctx.tokens import TokenizerSource, load_tokenizer
 
     load_tokenizer(TokenizerSource(tok_args["pretrained"], tok_args.get("gguf_file")))  # not timed
@@ -139,8 +140,8 @@ def cached_rerun(tok_args: dict, lengths: list[int]) -> tuple[float, float, int]
     with tempfile.TemporaryDirectory() as folder:
         os.environ["LM_EVAL_LONGCTX_CACHE"] = folder
         try:
-            first, built = median_seconds(lambda _: kv_dataset(**grid), [0])
-            again, _ = median_seconds(lambda _: kv_dataset(**grid), [0])
+            first, built = median_seconds(lambda _: dataset(longctx_task="longctx_kv", **grid), [0])
+            again, _ = median_seconds(lambda _: dataset(longctx_task="longctx_kv", **grid), [0])
         finally:
             del os.environ["LM_EVAL_LONGCTX_CACHE"]
     return first, again, len(built[0]["test"])
@@ -214,7 +215,7 @@ def main() -> None:
 
     first, again, prompts = cached_rerun(tok_args, args.lengths)
     print()
-    print(f"kv_dataset, {prompts} prompts (lengths {args.lengths}, depths [0, 0.5, 1], 2 samples), fresh cache: "
+    print(f"longctx_kv dataset, {prompts} prompts (lengths {args.lengths}, depths [0, 0.5, 1], 2 samples), fresh cache: "
           f"first build {first:.2f} s, cached re-run {again:.3f} s (tokenizer already loaded)")
     print(f"load average at end {os.getloadavg()}")
 

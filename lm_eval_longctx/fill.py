@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lm_eval_longctx.errors import LongCtxError
+from lm_eval_longctx.records import Record
 from lm_eval_longctx.tokens import PromptCounter, token_at
 
 MAX_CORRECTIONS = 8
@@ -27,14 +28,16 @@ MAX_MINIMUM_SEARCH = 400
 class Layout:
     """The fixed parts of a prompt and how its filler units join.
 
-    ``head + units[:i] + needle + units[i:] + tail`` is the prompt content; every unit and
-    the needle follow text that ends with ``anchor``.
+    ``head + units[:i] + needle + units[i:] + tail`` is the user's text; every unit and the
+    needle follow text that ends with ``anchor``. ``answer_prefix`` is the start of the answer
+    (lm-eval's ``gen_prefix``), counted where lm-eval puts it.
     """
 
     head: str
     needle: str
     tail: str
     anchor: str
+    answer_prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -46,33 +49,33 @@ class Assembled:
     actual_tokens: int
     needle_token_offset: int
 
-    def record(self, spec, *, answer: str, depth: float, sample: int, **extra) -> dict:
-        """Return the dataset record of this prompt: prompt, answer, cell and token counts."""
-        return {
-            "prompt": self.prompt,
-            "answer": answer,
-            **extra,
-            "max_seq_length": self.target_tokens,
-            "depth": depth,
-            "sample": sample,
-            "target_tokens": self.target_tokens,
-            "actual_tokens": self.actual_tokens,
-            "needle_token_offset": self.needle_token_offset,
-            "prompt_style": spec.prompt_style,
-            "chat_template": spec.chat_template,
-        }
+    def record(self, spec, layout: Layout, *, answer: str, depth: float, sample: int, **details) -> Record:
+        """Return the record of this prompt, built from ``layout`` in ``spec``'s format."""
+        return Record(
+            prompt=self.prompt,
+            answer_prefix=layout.answer_prefix,
+            answer=answer,
+            max_seq_length=self.target_tokens,
+            actual_tokens=self.actual_tokens,
+            prompt_style=spec.prompt_style,
+            chat_template=spec.chat_template,
+            depth=depth,
+            sample=sample,
+            needle_token_offset=self.needle_token_offset,
+            details=details,
+        )
 
 
 def minimum_tokens(counter: PromptCounter, layout: Layout) -> int:
     """Return the token count of the prompt with no filler at all."""
-    return counter.count(layout.head + layout.needle + layout.tail)
+    return counter.count(layout.head + layout.needle + layout.tail, layout.answer_prefix)
 
 
 def build_grid(spec, counter: PromptCounter, what: str, layout_of_sample, record, progress=None) -> list[dict]:
     """Return ``record(length, depth, sample)`` for every cell of ``spec``'s grid.
 
     The grid's shortest length is checked first (see ``check_lengths``); ``progress(length)``
-    is called after each record.
+    is called after each record is built, the check's included.
     """
     built: dict[tuple, dict] = {}
 
@@ -80,6 +83,8 @@ def build_grid(spec, counter: PromptCounter, what: str, layout_of_sample, record
         # The length check builds the shortest length at depth 0; the grid reuses those.
         if (length, depth, sample) not in built:
             built[length, depth, sample] = record(length, depth, sample)
+            if progress is not None:
+                progress(length)
         return built[length, depth, sample]
 
     check_lengths(spec, counter, what, layout_of_sample, lambda length, sample: once(length, 0.0, sample))
@@ -88,8 +93,6 @@ def build_grid(spec, counter: PromptCounter, what: str, layout_of_sample, record
         for depth in spec.depths:
             for sample in range(spec.num_samples):
                 records.append(once(length, depth, sample))
-                if progress is not None:
-                    progress(length)
     return records
 
 
@@ -300,7 +303,7 @@ def _fixed_parts(counter: PromptCounter, layout: Layout) -> tuple[int, int]:
     """Return the tokens of the prompt with no filler, and how many of them come before the
     filler (BOS, chat template, head): one encode for both."""
     content = layout.head + layout.needle + layout.tail
-    rendered, ids, offsets = counter.encode(content)
+    rendered, ids, offsets = counter.encode(content, layout.answer_prefix)
     head_end = (rendered.index(content) if counter.chat_template else 0) + len(layout.head)
     return len(ids), bisect.bisect_left([start for start, _ in offsets], head_end)
 
@@ -314,7 +317,7 @@ def _place_and_verify(counter, layout, filler, filler_lengths, wanted, target_to
     index = min(range(len(cumulative)), key=lambda i: (abs(cumulative[i] - wanted), i))
     pieces = [layout.head, *filler[:index], layout.needle, *filler[index:], layout.tail]
     prompt = "".join(pieces)
-    rendered, encoding = counter.encoding(prompt)
+    rendered, encoding = counter.encoding(prompt, layout.answer_prefix)
     content_start = rendered.index(prompt) if counter.chat_template else 0
     boundaries = [content_start]
     for piece in pieces:

@@ -1,8 +1,8 @@
 """``longctx_kv``: random ``'key' = 'value'`` lines with one secret pair hidden at a depth.
 
 The format follows h2oGPT's UUID key/value retrieval test: a header, one pair a line (key
-8 lowercase hex characters, value 4), and a question about the secret key. Pure: a tokenizer
-counter and a spec in, records out; no lm-eval, no torch.
+8 lowercase hex characters, value 4), and a question about the secret key. Pure: the task's declaration
+(question, answer prefix), a tokenizer counter and a spec in, records out; no lm-eval, no torch.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 
 from lm_eval_longctx.fill import Layout, assemble, build_grid
+from lm_eval_longctx.formats import compose
+from lm_eval_longctx.records import Record
 from lm_eval_longctx.spec import GridSpec
 from lm_eval_longctx.tokens import PromptCounter
 
@@ -21,35 +23,38 @@ def kv_line(key: str, value: str) -> str:
     return f"'{key}' = '{value}'\n"
 
 
-def question(key: str) -> str:
-    """Return the question asked about ``key``."""
-    return f"What is the value of the key '{key}'?"
+def question(secret: dict) -> str:
+    """Return the question asked about the secret key."""
+    return f"What is the value of the key '{secret['key']}'?"
 
 
-def kv_layout(key: str, value: str, prompt_style: str) -> Layout:
-    """Return the fixed parts of a key/value prompt in ``prompt_style``."""
-    if prompt_style == "llama2_inst":
-        # The reference's own wrapper: [INST] <haystack>\n\n What is ...? [/INST]
-        return Layout(f"[INST] {HEADER}", kv_line(key, value), f"\n {question(key)} [/INST]", "\n")
-    return Layout(HEADER, kv_line(key, value), f"\n{question(key)}", "\n")
+def answer_prefix(secret: dict) -> str:
+    """Return the start of the answer; the model continues with the value."""
+    return f"The value of the key '{secret['key']}' is '"
+
+
+def kv_layout(task, spec: GridSpec, key: str, value: str) -> Layout:
+    """Return the fixed parts of a key/value prompt in ``spec``'s format."""
+    return compose(spec, task, HEADER, kv_line(key, value), "\n", {"key": key})
 
 
 def _hex(rng: random.Random, n: int) -> str:
     return f"{rng.getrandbits(4 * n):0{n}x}"
 
 
-def generate_kv(spec: GridSpec, counter: PromptCounter, progress=None) -> list[dict]:
+def generate_kv(task, spec: GridSpec, counter: PromptCounter, progress=None) -> list[Record]:
     """Return one record per (length, depth, sample) cell, each exactly its length in tokens.
 
     Sample ``i`` has the same secret pair and the same filler stream at every length and
     depth, so cells differ only in length and needle position.
     """
+
     return build_grid(
         spec,
         counter,
-        "longctx_kv",
-        lambda sample: kv_layout(*_secret(spec, sample)[1:], spec.prompt_style),
-        lambda length, depth, sample: kv_record(spec, counter, length, depth, sample),
+        task.name,
+        lambda sample: kv_layout(task, spec, *_secret(spec, sample)[1:]),
+        lambda length, depth, sample: kv_record(task, spec, counter, length, depth, sample),
         progress,
     )
 
@@ -59,7 +64,7 @@ def _secret(spec: GridSpec, sample: int) -> tuple[random.Random, str, str]:
     return rng, _hex(rng, 8), _hex(rng, 4)
 
 
-def kv_record(spec: GridSpec, counter: PromptCounter, length: int, depth: float, sample: int) -> dict:
+def kv_record(task, spec: GridSpec, counter: PromptCounter, length: int, depth: float, sample: int) -> Record:
     """Return the record of one cell: its prompt, answer and where the secret sits."""
     rng, key, value = _secret(spec, sample)
     used_keys = {key}
@@ -75,5 +80,6 @@ def kv_record(spec: GridSpec, counter: PromptCounter, length: int, depth: float,
             lines.append(kv_line(k, v))
         return lines
 
-    built = assemble(counter, kv_layout(key, value, spec.prompt_style), length, depth, draw_units, "longctx_kv")
-    return built.record(spec, answer=value, depth=depth, sample=sample, key=key)
+    layout = kv_layout(task, spec, key, value)
+    built = assemble(counter, layout, length, depth, draw_units, task.name)
+    return built.record(spec, layout, answer=value, depth=depth, sample=sample, key=key)

@@ -1,166 +1,130 @@
 """lm-eval glue: the functions our task YAMLs point at with ``!function``.
 
-``*_dataset`` build (or read from cache) the records for the grid in ``--metadata``;
-``process_*`` score one answer into lm-eval metrics, overall and per length and depth;
-``LongCtxTask`` declares those per-cell metrics and refuses runs that would score a prompt
-other than the one generated (a left-truncated context, an unexpected chat template).
+``dataset`` builds (or reads from cache) the records of the task a YAML names, for the grid
+in ``--metadata``; ``Scorer`` scores one answer into lm-eval metrics, overall and per length
+and depth; ``LongCtxTask`` takes its metrics, scorer and generation settings from the task's
+declaration (``catalog.TASKS``), declares the per-cell metrics and refuses runs that would
+score a prompt other than the one generated (a left-truncated context, an unexpected chat
+template).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import datasets
-from lm_eval.api.metrics import mean
 from lm_eval.api.task import ConfigurableTask
 
-from lm_eval_longctx import compat, scoring, served, window
-from lm_eval_longctx.cache import cached_records
+from lm_eval_longctx import cells, compat, served, window
+from lm_eval_longctx.cache import cached_records, set_key
+from lm_eval_longctx.cells import BEYOND, count
+from lm_eval_longctx.catalog import TASKS, TaskDef
 from lm_eval_longctx.errors import LongCtxError
-from lm_eval_longctx.spec import GridSpec
-from lm_eval_longctx.tokens import PromptCounter, load_tokenizer
+from lm_eval_longctx.formats import generation_settings
+from lm_eval_longctx.spec import DEFAULT_LENGTHS, GridSpec
+from lm_eval_longctx.tokens import PromptCounter, join_answer_prefix, load_tokenizer
 
 # A child of lm-eval's logger, so our INFO lines show in its log format and level.
 log = logging.getLogger("lm_eval.longctx")
 
 # Bump when a generator's output changes for the same inputs: old cache entries then miss.
-GENERATOR_VERSION = 2
-
-BEYOND = "beyond_window"
-
-
-def metric_name(base: str, length: int | None = None, depth: float | None = None) -> str:
-    """Return the per-cell metric name: ``exact_len_4096``, ``exact_depth_0.5``."""
-    if length is not None:
-        return f"{base}_len_{length}"
-    if depth is not None:
-        return f"{base}_depth_{depth:g}"
-    return base
+GENERATOR_VERSION = 3
 
 
 # --------------------------------------------------------------------------- datasets
 
 
-def build_dataset(task: str, metadata: dict, generate, extra_key: dict | None = None) -> dict:
-    """Return ``{"test": Dataset}`` of ``task``'s records for the grid in ``metadata``."""
-    spec = GridSpec.from_metadata(metadata, task)
+def task_def(name) -> TaskDef:
+    """Return the declaration of the task named in a YAML's ``dataset_kwargs.longctx_task``."""
+    if name not in TASKS:
+        raise LongCtxError(
+            f"longctx_task={name!r} in the task YAML's dataset_kwargs is not a longctx task; it must be "
+            f"one of {sorted(TASKS)} (declared in lm_eval_longctx/catalog.py)."
+        )
+    return TASKS[name]
+
+
+def dataset(longctx_task=None, **metadata) -> dict:
+    """``custom_dataset`` of every longctx task: ``{"test": Dataset}`` for the grid in
+    ``metadata``; the YAML names the task in ``dataset_kwargs``."""
+    return build_dataset(task_def(longctx_task), metadata)
+
+
+def build_dataset(task: TaskDef, metadata: dict) -> dict:
+    """Return ``{"test": Dataset}`` of ``task``'s records for the grid in ``metadata``.
+
+    A task without a needle grid (the paper title) has one prompt per length, and its
+    document as is when no ``max_seq_lengths`` is given. Sizes are checked before any work:
+    the grid's guards (in ``GridSpec.from_metadata``) and the model's window.
+    """
+    if not task.needle_grid:
+        metadata = {**metadata, "depths": [0.0], "num_samples": 1}
+    spec = GridSpec.from_metadata(metadata, task.name, DEFAULT_LENGTHS if task.needle_grid else None)
+    if spec.max_seq_lengths is not None:  # the document as is: its length is checked once built
+        max_gen_toks = generation_settings(spec, task)["max_gen_toks"]  # the YAML's own, if set, is checked after
+        window.refuse_lengths_beyond_window(task.name, metadata, spec.max_seq_lengths, max_gen_toks)
     counter = PromptCounter(load_tokenizer(spec.tokenizer), spec.chat_template, spec.tokenizer.add_bos_token)
     material = {
-        "task": task,
+        "task": task.name,
         "generator_version": GENERATOR_VERSION,
         "tokenizer": counter.fingerprint(),
         **spec.key_fields(),
-        **(extra_key or {}),
     }
 
     def build():
-        log.info("%s: building prompts for %s (not in the cache yet)", task, spec.max_seq_lengths)
-        return generate(spec, counter, _progress(task, spec))
+        log.info("%s: building prompts for %s (not in the cache yet)", task.name, spec.max_seq_lengths or "the document")
+        with progress_bar(task.name, spec) as bar:
+            progress = bar.update if bar is not None else None
+            return [record.to_dict() for record in task.generate(task, spec, counter, progress)]
 
-    records, path = cached_records(task, material, build)
-    log.info("%s: %d prompts from %s", task, len(records), path)
+    records, path = cached_records(task.name, material, build)
+    log.info("%s: %d prompts from %s", task.name, len(records), path or "this run (not cached)")
     dataset = datasets.Dataset.from_list(records)
-    dataset.info.description = f"{task} data, key {path.stem}"  # the cache file is named by the key
+    dataset.info.description = f"{task.name} data, key {set_key(material)[:32]}"  # the cache file's name
     return {"test": dataset}
 
 
-def _progress(task: str, spec: GridSpec):
-    """Return a callback that advances a progress bar by one prompt (shown after 1 s only)."""
+def progress_bar(task: str, spec: GridSpec):
+    """Return a tqdm bar over the grid's prompt tokens, with rate and ETA, shown after 1 s
+    (the generators call ``update(length)`` after each prompt); a null context for the
+    document as is (one prompt)."""
     from tqdm.auto import tqdm
 
+    if spec.max_seq_lengths is None:
+        return contextlib.nullcontext()
     total_tokens = sum(spec.max_seq_lengths) * len(spec.depths) * spec.num_samples
-    bar = tqdm(total=total_tokens, desc=f"Building {task} prompts", unit="tok", unit_scale=True, delay=1.0)
-
-    def advance(tokens: int) -> None:
-        bar.update(tokens)
-        if bar.n >= bar.total:
-            bar.close()
-
-    return advance
-
-
-def kv_dataset(**metadata) -> dict:
-    """``custom_dataset`` of ``longctx_kv``."""
-    from lm_eval_longctx.haystack import generate_kv
-
-    return build_dataset("longctx_kv", metadata, generate_kv)
-
-
-def passkey_dataset(**metadata) -> dict:
-    """``custom_dataset`` of ``longctx_passkey``."""
-    from lm_eval_longctx.passkey import generate_passkey
-
-    return build_dataset("longctx_passkey", metadata, generate_passkey)
-
-
-def pi_title_dataset(**metadata) -> dict:
-    """``custom_dataset`` of ``longctx_pi_title``: the paper as is, or one version per length.
-
-    Depths and num_samples do not apply (the title is at the top; the document is fixed).
-    """
-    from lm_eval_longctx.pi_title import generate_pi_title
-
-    as_is = "max_seq_lengths" not in metadata
-
-    def generate(spec, counter, progress):
-        return generate_pi_title(None if as_is else spec.max_seq_lengths, counter, spec.prompt_style, progress)
-
-    metadata = {**metadata, "depths": [0.0], "num_samples": 1}
-    return build_dataset("longctx_pi_title", metadata, generate, extra_key={"document_as_is": as_is})
+    return tqdm(total=total_tokens, desc=f"Building {task} prompts", unit="tok", unit_scale=True, delay=1.0)
 
 
 # --------------------------------------------------------------------------- scoring
 
 
-def count(items: list[float]) -> float:
-    """Aggregation of the beyond-window flags: how many samples the model could not take."""
-    return float(sum(items))
+class Scorer:
+    """``process_results`` of one task: its scorer's metrics, the beyond-window flag and
+    ``score`` (the headline metric, which the ``longctx`` group averages).
+    ``LongCtxTask.process_results`` adds the per-length and per-depth cells (``cells.Grid``)."""
+
+    def __init__(self, task: TaskDef):
+        self.task = task
+
+    def __call__(self, doc: dict, results: list[str]) -> dict[str, float]:
+        answer = results[0]
+        if answer == window.BEYOND_WINDOW:
+            # The model could not take the prompt: it counts as failed overall ("no chance"), is
+            # counted in beyond_window, and leaves its length/depth cells without a score.
+            return {"score": 0.0, **{name: 0.0 for name in self.task.metrics}, BEYOND: 1.0}
+        scores = self.task.score(answer, doc)
+        return {"score": scores[self.task.headline], **scores, BEYOND: 0.0}
+
+    def __repr__(self) -> str:  # how lm-eval writes it into the results' task config
+        return f"lm_eval_longctx.lmeval_task.Scorer({self.task.name!r})"
 
 
-def _cell_metrics(doc: dict, scores: dict[str, float]) -> dict[str, float]:
-    """Return ``scores`` overall, per length and per depth, plus the beyond-window count."""
-    length, depth = doc["max_seq_length"], doc.get("depth")
-    out = {BEYOND: 0.0, **scores}
-    for base, value in scores.items():
-        out[metric_name(base, length=length)] = value
-        if depth is not None:
-            out[metric_name(base, depth=depth)] = value
-    return out
-
-
-def _beyond_window(doc: dict, score_names: tuple[str, ...]) -> dict[str, float]:
-    # The model could not take the prompt: it counts as failed overall ("no chance"), is
-    # counted in beyond_window, and leaves its length/depth cells without a score.
-    out = {name: 0.0 for name in score_names}
-    out[BEYOND] = 1.0
-    out[metric_name(BEYOND, length=doc["max_seq_length"])] = 1.0
-    return out
-
-
-def _scored(doc: dict, answer: str, scores: dict[str, float], headline: str) -> dict[str, float]:
-    """Return per-cell metrics plus ``score``, the headline metric the ``longctx`` group averages."""
-    if answer == window.BEYOND_WINDOW:
-        return {"score": 0.0, **_beyond_window(doc, tuple(scores))}
-    return {"score": scores[headline], **_cell_metrics(doc, scores)}
-
-
-def process_kv(doc: dict, results: list[str]) -> dict[str, float]:
-    """Score one ``longctx_kv`` answer: ``exact`` (headline) and ``contains``."""
-    answer, value = results[0], doc["answer"]
-    scores = {"exact": scoring.kv_exact(answer, value), "contains": scoring.kv_contains(answer, value)}
-    return _scored(doc, answer, scores, "exact")
-
-
-def process_passkey(doc: dict, results: list[str]) -> dict[str, float]:
-    """Score one ``longctx_passkey`` answer: ``exact``, the first integer is the key."""
-    answer = results[0]
-    return _scored(doc, answer, {"exact": scoring.passkey_exact(answer, doc["answer"])}, "exact")
-
-
-def process_pi_title(doc: dict, results: list[str]) -> dict[str, float]:
-    """Score one ``longctx_pi_title`` answer: ``found``, the title is in the answer."""
-    answer = results[0]
-    return _scored(doc, answer, {"found": scoring.title_found(answer)}, "found")
+def metric_list(task: TaskDef) -> list[dict]:
+    """Return the task's lm-eval ``metric_list``: ``score``, its scorer's metrics, ``beyond_window``."""
+    scores = [{"metric": name, "aggregation": "mean", "higher_is_better": True} for name in ("score", *task.metrics)]
+    return scores + [{"metric": BEYOND, "aggregation": count, "higher_is_better": False}]
 
 
 # --------------------------------------------------------------------------- task class
@@ -171,11 +135,25 @@ compat.quiet_same_count_warning()
 
 
 class LongCtxTask(ConfigurableTask):
-    """A ConfigurableTask whose metric list follows the generated grid."""
+    """A ConfigurableTask built from a task declaration, whose metric list follows the grid.
+
+    From the declaration named in ``dataset_kwargs.longctx_task``: ``metric_list``,
+    ``process_results``, and the ``until`` / ``max_gen_toks`` of the prompt format (or of the
+    first version's prompts, with ``answer_prefix: false``); whatever the YAML sets wins, and
+    ``--gen_kwargs`` wins over both.
+    """
+
+    longctx_cells = True  # cells.aggregate_cells_over_their_docs: aggregate each cell over its docs
 
     def __init__(self, config: dict | None = None, **kwargs):
         config = {k: v for k, v in (config or {}).items() if k != "class"}
+        task = task_def((config.get("dataset_kwargs") or {}).get("longctx_task"))
+        mode = GridSpec.prompt_mode(config.get("metadata") or {}, config.get("task", task.name))
+        config["generation_kwargs"] = {**generation_settings(mode, task), **(config.get("generation_kwargs") or {})}
+        config.setdefault("metric_list", metric_list(task))
+        config.setdefault("process_results", Scorer(task))
         super().__init__(config=config, **kwargs)
+        cells.aggregate_cells_over_their_docs()
         self._chat_template_given = "chat_template" in (self.config.metadata or {})
         self._adopt_dataset()
 
@@ -184,45 +162,26 @@ class LongCtxTask(ConfigurableTask):
         docs = self.dataset[self.config.test_split]
         self._grid_key = docs.info.description or ""
         score_names = [m["metric"] for m in self.config.metric_list if m["metric"] not in (BEYOND, "score")]
-        lengths = sorted(set(docs["max_seq_length"]))
-        depths = sorted(set(docs["depth"])) if "depth" in docs.column_names else []
-        for base in score_names:
-            for name in [metric_name(base, length=n) for n in lengths] + [metric_name(base, depth=d) for d in depths]:
-                self._aggregation_list[name] = mean
-                self._higher_is_better[name] = True
-        for n in lengths:
-            self._aggregation_list[metric_name(BEYOND, length=n)] = count
-            self._higher_is_better[metric_name(BEYOND, length=n)] = False
-        self._check_window(lengths)
+        self._grid = cells.Grid.of(docs, score_names)
+        for name, (aggregation, higher_is_better) in self._grid.aggregations().items():
+            self._aggregation_list[name] = aggregation
+            self._higher_is_better[name] = higher_is_better
+        self._check_window(list(self._grid.lengths))
+
+    def process_results(self, doc: dict, results: list) -> dict:
+        """Return the doc's scores plus EVERY cell of the grid (``None`` where it is not in one).
+
+        Every doc gives the same keys, so lm-eval's gather across data-parallel ranks works.
+        """
+        return self._grid.doc_metrics(doc, super().process_results(doc, results))
 
     @property
     def _max_gen_toks(self) -> int:
         return int((self.config.generation_kwargs or {}).get("max_gen_toks", 256))
 
     def _check_window(self, lengths: list[int]) -> None:
-        """Refuse lengths that lm-eval's stock ``hf`` model would cut from the left."""
-        metadata = self.config.metadata or {}
-        if served.is_served(metadata):
-            # A server: the window is the server's; ServedRun.check asks it before any request.
-            served.ServedRun.from_metadata(metadata, self.config.task).check_settings(
-                self.config.task, lengths, self._max_gen_toks
-            )
-            return
-        if window.marking_model_window() is not None:
-            return  # hf-longctx is loaded: it marks such prompts beyond the window instead
-        limit, source = window.stock_hf_window(metadata)
-        if limit is None:
-            return
-        room = limit - self._max_gen_toks
-        too_long = [n for n in lengths if n > room]
-        if too_long:
-            raise LongCtxError(
-                f"{self.config.task}: prompts of {too_long} tokens do not fit the model's window of "
-                f"{limit} tokens ({source}) with room for the answer; lm-eval's hf model would cut "
-                f"them from the left without telling. Use --model hf-longctx (it applies rope_scaling "
-                f"and scores such prompts as beyond the window), pass a larger max_length, or keep "
-                f"max_seq_lengths at most {room}."
-            )
+        """Refuse lengths the model would cut (again: the built lengths, this config's budget)."""
+        window.refuse_lengths_beyond_window(self.config.task, self.config.metadata or {}, lengths, self._max_gen_toks)
 
     def fewshot_context(self, doc, num_fewshot, system_instruction=None, apply_chat_template=False, **kwargs):
         if num_fewshot:
@@ -245,20 +204,24 @@ class LongCtxTask(ConfigurableTask):
         context = super().fewshot_context(
             doc, num_fewshot, system_instruction=system_instruction, apply_chat_template=apply_chat_template, **kwargs
         )
-        if not apply_chat_template and context != doc["prompt"]:
+        if not apply_chat_template and context != join_answer_prefix(doc["prompt"], doc.get("answer_prefix") or ""):
             raise LongCtxError(
-                f"{self.config.task}: the context lm-eval built differs from the generated prompt "
-                "(a description, gen_prefix or delimiter was added in the task config); remove it."
+                f"{self.config.task}: the context lm-eval built differs from the generated prompt and "
+                "its answer prefix (a description, gen_prefix or target_delimiter was changed in the "
+                "task config); keep those of tasks/_longctx_common.yaml."
             )
         return context
 
     def build_all_requests(self, *, tokenizer_name: str = "", apply_chat_template: bool = False, **kwargs) -> None:
+        cells.check_world_size(
+            self.config.task, len(self.eval_docs), kwargs.get("world_size"), kwargs.get("limit"), kwargs.get("samples")
+        )
         built_with = bool(self.dataset[self.config.test_split][0]["chat_template"])
         if bool(apply_chat_template) != built_with and not self._chat_template_given:
             # Only now does the task learn whether lm-eval wraps prompts in the chat template:
             # rebuild them so they are exact with the template's tokens counted.
             metadata = {**(self.config.metadata or {}), "chat_template": bool(apply_chat_template)}
-            self.dataset = self.config.custom_dataset(**metadata)
+            self.dataset = self.config.custom_dataset(**metadata, **(self.config.dataset_kwargs or {}))
             self._adopt_dataset()
         if served.is_served(self.config.metadata):
             self._check_server(bool(apply_chat_template))
@@ -288,8 +251,9 @@ class LongCtxTask(ConfigurableTask):
         spec = GridSpec.from_metadata(metadata, task)
         counter = PromptCounter(load_tokenizer(spec.tokenizer), spec.chat_template, spec.tokenizer.add_bos_token)
 
-        def token_ids_of(prompt: str) -> list[int]:
-            return counter.encode(prompt)[1]  # the ids lm-eval's API model sends with tokenized_requests
+        def token_ids_of(doc: dict) -> list[int]:
+            # the ids lm-eval's API model sends with tokenized_requests
+            return counter.encode(doc["prompt"], doc.get("answer_prefix") or "")[1]
 
         docs = self.dataset[self.config.test_split]
         learned = run.check(task, docs, self._max_gen_toks, token_ids_of)

@@ -28,7 +28,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import has_bos_prefix, normalize_gen_kwargs
 from tqdm import tqdm
 
-from lm_eval_longctx import rope, window
+from lm_eval_longctx import model_args, rope, window
 from lm_eval_longctx.compat import fixed_ntk_base
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.registration import MODEL_NAME
@@ -96,7 +96,8 @@ class HFLongCtxLM(HFLM):
         truncation: bool | None = False,
         **kwargs,
     ) -> None:
-        # Checked first: a bad spec must fail before any download or weight load.
+        # Checked first: a bad argument must fail before any download or weight load.
+        pretrained, max_length = model_args.check(pretrained, max_length, device, dtype, attn_implementation, kwargs)
         self._rope_args = {"rope_scaling": rope_scaling, "rope_theta": rope_theta}
         self._rope_spec, self._rope_theta = rope.parse_rope_args(rope_scaling, rope_theta)
         if truncation:
@@ -283,11 +284,34 @@ class HFLongCtxLM(HFLM):
             "device": str(self.device),
             "versions": {name: _version(name) for name in ("torch", "transformers", "lm_eval", "lm_eval_longctx")},
         }
-        if torch.cuda.is_available() and str(self.device).startswith("cuda"):
-            # Peak over the whole run (model load and every request), for memory reports.
-            info["longctx"]["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
-            info["longctx"]["peak_gpu_memory_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2**30, 3)
+        devices = cuda_devices_of(self.model, self.device) if torch.cuda.is_available() else []
+        if devices:
+            # Peak over the whole run (model load and every request) on every GPU the model spans
+            # (several with parallelize=True), for memory reports.
+            info["longctx"]["peak_gpu_memory_gib"] = {d: _gib(torch.cuda.max_memory_allocated(d)) for d in devices}
+            info["longctx"]["peak_gpu_memory_reserved_gib"] = {d: _gib(torch.cuda.max_memory_reserved(d)) for d in devices}
         return info
+
+
+def _gib(n_bytes: int) -> float:
+    return round(n_bytes / 2**30, 3)
+
+
+def cuda_devices_of(model, device) -> list[str]:
+    """Return the CUDA devices holding ``model`` (``["cuda:0", "cuda:1"]``), in index order.
+
+    With ``parallelize=True`` accelerate's ``hf_device_map`` names them (an int is a GPU index;
+    "cpu" and "disk" offload are not GPUs); otherwise the model sits on ``device``.
+    """
+    placed = list((getattr(model, "hf_device_map", None) or {}).values()) or [device]
+    names = set()
+    for where in placed:
+        name = f"cuda:{where}" if isinstance(where, int) else str(where)
+        if name == "cuda":
+            name = f"cuda:{torch.cuda.current_device()}"
+        if name.startswith("cuda:"):
+            names.add(name)
+    return sorted(names, key=lambda name: int(name.split(":")[1]))
 
 
 # The start-up hook (or the "lm_eval.models" entry point) already names us lazily; register

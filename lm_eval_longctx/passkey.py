@@ -2,7 +2,8 @@
 
 The effective-context-window test of the Position Interpolation paper (section 3.3, after
 Mohtashami and Jaggi's landmark attention): the task description, filler, the pass key stated
-once, more filler, then the question. Pure: a tokenizer counter and a spec in, records out.
+once, more filler, then the question and the answer prefix ``The pass key is``. Pure: the
+task's declaration, a tokenizer counter and a spec in, records out.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import itertools
 import random
 
 from lm_eval_longctx.fill import Layout, assemble, build_grid
+from lm_eval_longctx.formats import compose
+from lm_eval_longctx.records import Record
 from lm_eval_longctx.spec import GridSpec
 from lm_eval_longctx.tokens import PromptCounter
 
@@ -26,14 +29,22 @@ def needle(pass_key: str) -> str:
     return f" The pass key is {pass_key}. Remember it. {pass_key} is the pass key."
 
 
-def passkey_layout(pass_key: str, prompt_style: str) -> Layout:
+def question(secret: dict) -> str:
+    """Return the question; the same for every sample."""
+    return "What is the pass key?"
+
+
+def answer_prefix(secret: dict) -> str:
+    """Return the start of the answer, the paper's own: the model continues with the key."""
+    return "The pass key is"
+
+
+def passkey_layout(task, spec: GridSpec, pass_key: str) -> Layout:
     """Return the fixed parts of a pass-key prompt; filler sentences follow a '.'."""
-    if prompt_style == "llama2_inst":
-        return Layout(f"[INST] {DESCRIPTION}", needle(pass_key), "\n\n What is the pass key? [/INST]", ".")
-    return Layout(DESCRIPTION, needle(pass_key), "\nWhat is the pass key? The pass key is", ".")
+    return compose(spec, task, DESCRIPTION, needle(pass_key), ".", {"pass_key": pass_key})
 
 
-def generate_passkey(spec: GridSpec, counter: PromptCounter, progress=None) -> list[dict]:
+def generate_passkey(task, spec: GridSpec, counter: PromptCounter, progress=None) -> list[Record]:
     """Return one record per (length, depth, sample) cell, each exactly its length in tokens.
 
     Sample ``i`` has the same pass key at every length and depth.
@@ -41,9 +52,9 @@ def generate_passkey(spec: GridSpec, counter: PromptCounter, progress=None) -> l
     return build_grid(
         spec,
         counter,
-        "longctx_passkey",
-        lambda sample: passkey_layout(_pass_key(spec, sample)[1], spec.prompt_style),
-        lambda length, depth, sample: passkey_record(spec, counter, length, depth, sample),
+        task.name,
+        lambda sample: passkey_layout(task, spec, _pass_key(spec, sample)[1]),
+        lambda length, depth, sample: passkey_record(task, spec, counter, length, depth, sample),
         progress,
     )
 
@@ -54,7 +65,7 @@ def _pass_key(spec: GridSpec, sample: int) -> tuple[random.Random, str]:
     return rng, str(rng.randint(10000, 99999))
 
 
-def passkey_record(spec: GridSpec, counter: PromptCounter, length: int, depth: float, sample: int) -> dict:
+def passkey_record(task, spec: GridSpec, counter: PromptCounter, length: int, depth: float, sample: int) -> Record:
     """Return the record of one cell: its prompt, pass key and where the key sits."""
     _, pass_key = _pass_key(spec, sample)
     sentences = itertools.cycle(" " + s for s in FILLER)
@@ -62,6 +73,6 @@ def passkey_record(spec: GridSpec, counter: PromptCounter, length: int, depth: f
     def draw_units(n: int) -> list[str]:
         return list(itertools.islice(sentences, n))
 
-    layout = passkey_layout(pass_key, spec.prompt_style)
-    built = assemble(counter, layout, length, depth, draw_units, "longctx_passkey")
-    return built.record(spec, answer=pass_key, depth=depth, sample=sample)
+    layout = passkey_layout(task, spec, pass_key)
+    built = assemble(counter, layout, length, depth, draw_units, task.name)
+    return built.record(spec, layout, answer=pass_key, depth=depth, sample=sample)

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import bisect
 import itertools
+from dataclasses import replace
 from importlib import resources
 
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.fill import Layout, assemble
+from lm_eval_longctx.formats import compose
 from lm_eval_longctx.passkey import FILLER
+from lm_eval_longctx.records import Record
 from lm_eval_longctx.tokens import PromptCounter, token_at
 
 QUESTION = "Question: What's the title of this paper?"
+ANSWER_PREFIX = 'The title of this paper is "'
 TITLE = "Extending Context Window of Large Language Models via Position Interpolation"
 END_MARK = "=== END OF FILE ===\n"
 MAX_SHIFT = 8
@@ -28,55 +32,57 @@ def document() -> str:
     return resources.files("lm_eval_longctx").joinpath("data/pi_paper_prompt.txt").read_text(encoding="utf-8")
 
 
-def _wrap(prompt_style: str) -> tuple[str, str]:
-    """Return the text around ``document + question`` for ``prompt_style``."""
-    return ("[INST] ", " [/INST]") if prompt_style == "llama2_inst" else ("", "")
+def question(secret: dict) -> str:
+    """Return the question after the document."""
+    return QUESTION
 
 
-def natural_prompt(prompt_style: str) -> str:
-    """Return the reference prompt: the document followed directly by the question."""
-    before, after = _wrap(prompt_style)
-    return before + document() + QUESTION + after
+def answer_prefix(secret: dict) -> str:
+    """Return the start of the answer; the model continues with the title."""
+    return ANSWER_PREFIX
 
 
-def generate_pi_title(lengths, counter: PromptCounter, prompt_style: str, progress=None) -> list[dict]:
-    """Return one record per length; ``lengths=None`` gives the document as is."""
+def title_layout(task, spec) -> Layout:
+    """Return the parts around the document (in ``head``, after the format's opening)."""
+    layout = compose(spec, task, "", "", "\n", {})
+    return replace(layout, head=layout.head + document())
+
+
+def generate_pi_title(task, spec, counter: PromptCounter, progress=None) -> list[Record]:
+    """Return one record per length; ``spec.max_seq_lengths=None`` gives the document as is."""
+    layout = title_layout(task, spec)
+    lengths = spec.max_seq_lengths
     if lengths is None:
-        records = [_record(counter, natural_prompt(prompt_style), None, "as_is", prompt_style)]
-    else:
-        records = []
-        for length in lengths:
-            prompt, version = pi_title_prompt(counter, length, prompt_style)
-            records.append(_record(counter, prompt, length, version, prompt_style))
-            if progress is not None:
-                progress(length)
+        prompt = layout.head + layout.tail
+        return [_record(spec, counter, layout, prompt, None, "as_is")]
+    records = []
+    natural = counter.count(layout.head + layout.tail, layout.answer_prefix)
+    for length in lengths:
+        if length >= natural:
+            prompt, version = _padded(counter, layout, length, task.name), "padded"
+        else:
+            prompt, version = _shortened(counter, layout, length), "shortened"
+        records.append(_record(spec, counter, layout, prompt, length, version))
+        if progress is not None:
+            progress(length)
     return records
 
 
-def pi_title_prompt(counter: PromptCounter, length: int, prompt_style: str) -> tuple[str, str]:
-    """Return the paper prompt made exactly ``length`` tokens long, and "padded" or "shortened"."""
-    natural = counter.count(natural_prompt(prompt_style))
-    if length >= natural:
-        return _padded(counter, length, prompt_style), "padded"
-    return _shortened(counter, length, prompt_style), "shortened"
-
-
-def _padded(counter: PromptCounter, length: int, prompt_style: str) -> str:
-    before, after = _wrap(prompt_style)
+def _padded(counter: PromptCounter, layout: Layout, length: int, what: str) -> str:
     # The "needle" is empty and sits at depth 0: all filler goes after the document.
-    layout = Layout(before + document(), "", QUESTION + after, "\n")
     lines = itertools.cycle(s + "\n" for s in FILLER)
-    built = assemble(counter, layout, length, 0.0, lambda n: list(itertools.islice(lines, n)), "longctx_pi_title")
+    built = assemble(counter, layout, length, 0.0, lambda n: list(itertools.islice(lines, n)), what)
     return built.prompt
 
 
-def _shortened(counter: PromptCounter, length: int, prompt_style: str) -> str:
-    before, after = _wrap(prompt_style)
+def _shortened(counter: PromptCounter, layout: Layout, length: int) -> str:
     doc = document()
+    before = layout.head[: -len(doc)]
     body = doc[: doc.index(END_MARK)]
     title_end = doc.index("\n", doc.index(TITLE.upper())) + 1
-    ending = END_MARK + QUESTION + after
-    shortest = counter.count(before + body[:title_end] + ending)
+    ending = END_MARK + layout.tail
+    prefix = layout.answer_prefix
+    shortest = counter.count(before + body[:title_end] + ending, prefix)
     if length < shortest:
         raise LongCtxError(
             f"longctx_pi_title: length {length} is too small: the instruction, the title and the "
@@ -86,7 +92,7 @@ def _shortened(counter: PromptCounter, length: int, prompt_style: str) -> str:
     # Tokenize the whole document once; cut the body at the token boundary that leaves
     # `length` tokens, and re-check (a cut can change how the last word tokenizes).
     full = before + body + ending
-    rendered, ids, offsets = counter.encode(full)
+    rendered, ids, offsets = counter.encode(full, prefix)
     start = rendered.index(full) if counter.chat_template else 0
     starts = [s for s, _ in offsets]
     body_end_token = bisect.bisect_left(starts, start + len(before) + len(body))
@@ -103,7 +109,7 @@ def _shortened(counter: PromptCounter, length: int, prompt_style: str) -> str:
             if not title_end <= cut <= len(body):
                 continue
             prompt = before + body[:cut].rstrip("\n") + separator + ending
-            if counter.count(prompt) == length:
+            if counter.count(prompt, prefix) == length:
                 return prompt
     raise LongCtxError(
         f"longctx_pi_title: could not cut the document to exactly {length} tokens with this "
@@ -116,19 +122,17 @@ def _around(center: int, radius: int) -> list[int]:
     return [center + shift for shift in sorted(range(-radius, radius + 1), key=abs)]
 
 
-def _record(counter: PromptCounter, prompt: str, length: int | None, version: str, prompt_style: str) -> dict:
-    rendered, encoding = counter.encoding(prompt)
+def _record(spec, counter: PromptCounter, layout: Layout, prompt: str, length: int | None, version: str) -> Record:
+    rendered, encoding = counter.encoding(prompt, layout.answer_prefix)
     tokens = len(encoding)
     title_token = token_at(encoding, rendered.index(TITLE.upper()))
-    return {
-        "prompt": prompt,
-        "answer": TITLE,
-        "max_seq_length": tokens if length is None else length,
-        "target_tokens": tokens if length is None else length,
-        "actual_tokens": tokens,
-        "title_token_offset": title_token,
-        "tokens_after_title": tokens - title_token,
-        "document": version,
-        "prompt_style": prompt_style,
-        "chat_template": counter.chat_template,
-    }
+    return Record(
+        prompt=prompt,
+        answer_prefix=layout.answer_prefix,
+        answer=TITLE,
+        max_seq_length=tokens if length is None else length,
+        actual_tokens=tokens,
+        prompt_style=spec.prompt_style,
+        chat_template=counter.chat_template,
+        details={"title_token_offset": title_token, "tokens_after_title": tokens - title_token, "document": version},
+    )

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lm_eval_longctx import rope
+from lm_eval_longctx.catalog import TASKS
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.outputs import writable_folder
 from lm_eval_longctx.results_check import check_results
@@ -25,7 +26,7 @@ from lm_eval_longctx.window import BEYOND_WINDOW
 
 GROUP = "longctx"
 # The per-sample metric each task's accuracy is read from (the one its ``score`` copies).
-HEADLINE = {"longctx_kv": "exact", "longctx_passkey": "exact", "longctx_pi_title": "found"}
+HEADLINE = {name: task.headline for name, task in TASKS.items()}
 DEFAULT_THRESHOLD = 0.85
 Z95 = 1.96
 NO_DEPTH = None  # the depth key of tasks whose documents have no needle depth (pi_title)
@@ -69,6 +70,8 @@ class TaskResult:
     by_depth_length: dict[tuple[float | None, int], Cell] | None  # None without a samples file
     score: float | None
     notes: tuple[str, ...] = ()
+    version: str | None = None  # the task's version in the results file
+    prompts: str = "answer prefix"  # or "first-version prompts" (version 1, or answer_prefix: false)
 
 
 @dataclass(frozen=True)
@@ -277,6 +280,18 @@ def load_task(results_path: Path, task: str, entry: Mapping) -> TaskResult:
     return TaskResult(task, metric, cells_from_aggregate(entry, metric), None, score, (note,))
 
 
+def task_version(results: Mapping, task: str) -> dict:
+    """Return the task's version and which prompts it ran: version 1 and runs with
+    ``answer_prefix: false`` ran the first version's prompts (no answer prefix)."""
+    version = (results.get("versions") or {}).get(task)
+    metadata = ((results.get("configs") or {}).get(task) or {}).get("metadata") or {}
+    first = version is not None and str(version).split(".")[0] == "1"
+    if str(metadata.get("answer_prefix", True)).strip().lower() in ("false", "0", "no"):
+        first = True
+    return {"version": None if version is None else str(version),
+            "prompts": "first-version prompts" if first else "answer prefix"}
+
+
 def model_args(config: Mapping) -> dict:
     """Return ``--model_args`` as a dict (lm-eval stores a dict, or the string as typed)."""
     args = config.get("model_args") or {}
@@ -409,16 +424,23 @@ def load_run(path: Path) -> Run:
     label, native, source, max_length = provenance(results)
     served = served_record(results)
     group = results["results"].get(GROUP, {}).get("score,none")
+    results_by_task = {
+        task: replace(load_task(path, task, results["results"][task]), **task_version(results, task)) for task in tasks
+    }
+    # Prompts under a chat template, or the first version's prompts, are another experiment:
+    # say so where runs are named.
+    chat = results.get("chat_template") or (served or {}).get("endpoint") == "chat/completions"
+    first = any(result.prompts == "first-version prompts" for result in results_by_task.values())
     return Run(
         source=path,
-        # Prompts under a chat template are another experiment: say so where runs are named.
         model=model_label(results.get("config") or {}, served)
-        + (" (chat template)" if results.get("chat_template") or (served or {}).get("endpoint") == "chat/completions" else ""),
+        + (" (chat template)" if chat else "")
+        + (" (first-version prompts)" if first else ""),
         rope=label,
         native_window=int(native) if native else None,
         native_window_source=source,
         max_length=int(max_length) if max_length else None,
-        tasks={task: load_task(path, task, results["results"][task]) for task in tasks},
+        tasks=results_by_task,
         group_score=group,
         other_scores=other_scores(results),
     )
@@ -490,6 +512,19 @@ def comparability_notes(runs: Sequence[Run]) -> list[str]:
             )
         if missing:
             notes.append(f"{task}: not in the results of {', '.join(missing)}.")
+        kinds = {}
+        for run in runs:
+            if task in run.tasks:
+                result = run.tasks[task]
+                kinds.setdefault(f"version {result.version or '?'}, {result.prompts}", []).append(run.label)
+        if len(kinds) > 1:
+            listed = "; ".join(f"{kind}: {', '.join(labels)}" for kind, labels in kinds.items())
+            notes.append(
+                f"{task}: runs of different task versions or prompts meet ({listed}). Version 2 ends each "
+                "prompt with an answer prefix and stops at the end of the answer's line; scores made with "
+                "other prompts are not comparable. Rerun the older runs, or run the new ones with "
+                "--metadata '{\"answer_prefix\": false}' (the first version's prompts) to compare."
+            )
     return notes
 
 

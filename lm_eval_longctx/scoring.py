@@ -39,5 +39,7 @@ def passkey_exact(answer: str, pass_key: str) -> float:
 
 
 def title_found(answer: str) -> float:
-    """1.0 when the answer holds the paper title's start in title case or upper case."""
-    return float(TITLE_PREFIX in answer or TITLE_PREFIX.upper() in answer)
+    """1.0 when the answer holds the paper title's start, in any letter case, with any run of
+    whitespace between its words (the document prints the title in upper case; answers
+    copy it as printed, in title case or in sentence case, sometimes across a line break)."""
+    return float(" ".join(TITLE_PREFIX.lower().split()) in " ".join(answer.lower().split()))

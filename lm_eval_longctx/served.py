@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 
 from lm_eval_longctx.errors import LongCtxError
+from lm_eval_longctx.tokens import join_answer_prefix
 
 log = logging.getLogger("lm_eval.longctx")
 
@@ -145,6 +146,14 @@ class ServedRun:
 
     # ------------------------------------------------------------------ the probe
 
+    def sent_text(self, doc: dict) -> str:
+        """Return the text lm-eval sends for ``doc``: on a completions endpoint the prompt and its
+        answer prefix as lm-eval joins them; on a chat endpoint the user's turn, which ends with
+        the prefix there (the server renders the assistant's turn itself, so it cannot be prefilled)."""
+        if self.chat:
+            return doc["prompt"]
+        return join_answer_prefix(doc["prompt"], doc.get("answer_prefix") or "")
+
     def payload(self, prompt: str, token_ids: list[int] | None, max_gen_toks: int) -> dict:
         """The request lm-eval's API model sends for this prompt (greedy, same answer budget)."""
         body = {"max_tokens": max_gen_toks, "temperature": 0}
@@ -161,16 +170,16 @@ class ServedRun:
         import requests
 
         for doc in docs:
-            _PROMPTS[_digest(doc["prompt"])] = (task, int(doc["max_seq_length"]))
+            _PROMPTS[_digest(self.sent_text(doc))] = (task, int(doc["max_seq_length"]))
         _RUNS[self.base_url] = self
         longest = max(docs, key=lambda d: d["max_seq_length"])
         length = int(longest["max_seq_length"])
-        ids = token_ids_of(longest["prompt"]) if self.tokenized_requests and not self.chat else None
+        ids = token_ids_of(longest) if self.tokenized_requests and not self.chat else None
         started = time.perf_counter()
         try:
             response = requests.post(
                 self.base_url,
-                json=self.payload(longest["prompt"], ids, max_gen_toks),
+                json=self.payload(self.sent_text(longest), ids, max_gen_toks),
                 headers={**self.headers, PROBE_HEADER: "1"},
                 timeout=self.timeout,
                 verify=self.verify,

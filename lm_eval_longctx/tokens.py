@@ -19,6 +19,20 @@ from dataclasses import dataclass
 from lm_eval_longctx.errors import LongCtxError
 
 
+# Our task YAMLs' ``target_delimiter``: what lm-eval puts between the user's text and the
+# answer prefix (the task's ``gen_prefix``) in plain mode.
+TARGET_DELIMITER = " "
+
+
+def join_answer_prefix(user_text: str, answer_prefix: str) -> str:
+    """Return the plain-mode context lm-eval builds from the user's text and the answer prefix
+    (``build_qa_turn``: the delimiter only where neither side has whitespace at the join)."""
+    if not answer_prefix:
+        return user_text
+    needs_delimiter = bool(user_text) and not (user_text[-1].isspace() or answer_prefix[0].isspace())
+    return user_text + (TARGET_DELIMITER if needs_delimiter else "") + answer_prefix
+
+
 @dataclass(frozen=True)
 class TokenizerSource:
     """Where to load a tokenizer from: the same arguments lm-eval's ``hf`` model uses."""
@@ -76,15 +90,20 @@ class PromptCounter:
                 "tokenizer that defines one."
             )
 
-    def render(self, content: str) -> str:
-        """Return the string lm-eval tokenizes for a user turn ``content``."""
+    def render(self, content: str, answer_prefix: str = "") -> str:
+        """Return the string lm-eval tokenizes for a user turn ``content`` and the task's answer
+        prefix (its ``gen_prefix``): joined in plain mode, the start of the assistant's turn
+        under the chat template (``continue_final_message``, as lm-eval's HFLM renders it)."""
         if not self.chat_template:
-            return content
+            return join_answer_prefix(content, answer_prefix)
+        messages = [{"role": "user", "content": content}]
+        if answer_prefix:
+            messages.append({"role": "assistant", "content": answer_prefix})
         return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": content}],
+            messages,
             tokenize=False,
-            add_generation_prompt=True,
-            continue_final_message=False,
+            add_generation_prompt=not answer_prefix,
+            continue_final_message=bool(answer_prefix),
         )
 
     def _adds_special_tokens(self, text: str) -> bool:
@@ -94,9 +113,9 @@ class PromptCounter:
             return False
         return True if self.add_bos_token is None else self.add_bos_token
 
-    def encode(self, content: str):
+    def encode(self, content: str, answer_prefix: str = ""):
         """Return ``(rendered_text, token_ids, offsets)`` for the prompt ``content``."""
-        text = self.render(content)
+        text = self.render(content, answer_prefix)
         special = self._adds_special_tokens(text)
         if self._backend is not None:
             enc = self._backend.encode(text, add_special_tokens=special)
@@ -104,18 +123,18 @@ class PromptCounter:
         enc = self.tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
         return text, enc["input_ids"], enc["offset_mapping"]
 
-    def encoding(self, content: str):
+    def encoding(self, content: str, answer_prefix: str = ""):
         """Return ``(rendered_text, encoding)``: ``len(encoding)``, ``encoding.char_to_token(i)``
         and ``encoding.offsets``. With a Rust tokenizer the offsets stay in Rust until read."""
-        text = self.render(content)
+        text = self.render(content, answer_prefix)
         if self._backend is not None:
             return text, self._backend.encode(text, add_special_tokens=self._adds_special_tokens(text))
-        _, ids, offsets = self.encode(content)
+        _, ids, offsets = self.encode(content, answer_prefix)
         return text, _PyEncoding(ids, offsets)
 
-    def count(self, content: str) -> int:
+    def count(self, content: str, answer_prefix: str = "") -> int:
         """Return the number of tokens the model receives for the prompt ``content``."""
-        return len(self.encode(content)[1])
+        return len(self.encode(content, answer_prefix)[1])
 
     def piece_lengths(self, pieces: list[str], anchor: str) -> list[int]:
         """Return how many tokens each piece adds when it follows the text ``anchor``.

@@ -180,6 +180,28 @@ def hflm_cache():
     return get
 
 
+def lm_eval_context(hflm, record: dict, chat_template: bool) -> str:
+    """Return the context lm-eval 0.4.13 builds for a record: its own ``build_qa_turn`` with the
+    task's ``gen_prefix`` (the record's answer prefix) and ``target_delimiter`` (" "), rendered
+    in plain text or through the model's chat template, as ``ConfigurableTask.fewshot_context``."""
+    from lm_eval.api.task import ConfigurableTask
+    from lm_eval.api.utils import multiturn_to_singleturn
+
+    prefix = record.get("answer_prefix") or None
+    messages = ConfigurableTask.build_qa_turn(None, q=record["prompt"], gen_prefix=prefix, tgt_delim=" ", few_delim="")
+    if chat_template:
+        return hflm.apply_chat_template(multiturn_to_singleturn(messages), add_generation_prompt=not prefix)
+    return "".join(m.to_text() for m in messages)
+
+
+def generate(task_name: str, spec, counter) -> list[dict]:
+    """Return a task's records for ``spec`` as dataset rows (through its declaration)."""
+    from lm_eval_longctx.catalog import TASKS
+
+    task = TASKS[task_name]
+    return [record.to_dict() for record in task.generate(task, spec, counter)]
+
+
 @pytest.fixture
 def read_only_dir(tmp_path):
     """A folder no file can be created in: chmod 555 for a normal user; /sys/kernel for root,

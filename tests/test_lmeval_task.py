@@ -1,40 +1,38 @@
 """The lm-eval glue: per-cell metrics, beyond-window scoring, refusals, a real evaluation."""
 
+import re
+
 import pytest
 
 from lm_eval_longctx import lmeval_task, window
+from lm_eval_longctx.catalog import TASKS
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.registration import task_manager
+
+process_kv = lmeval_task.Scorer(TASKS["longctx_kv"])
+process_passkey = lmeval_task.Scorer(TASKS["longctx_passkey"])
+process_pi_title = lmeval_task.Scorer(TASKS["longctx_pi_title"])
 
 
 def kv_doc(length=1024, depth=0.5, answer="1b2c"):
     return {"max_seq_length": length, "depth": depth, "answer": answer}
 
 
-def test_kv_scores_overall_per_length_and_per_depth():
-    out = lmeval_task.process_kv(kv_doc(), ["The value is '1b2c'."])
-    assert out == {
-        "score": 1.0,
-        "beyond_window": 0.0,
-        "exact": 1.0,
-        "contains": 1.0,
-        "exact_len_1024": 1.0,
-        "contains_len_1024": 1.0,
-        "exact_depth_0.5": 1.0,
-        "contains_depth_0.5": 1.0,
-    }
-    assert lmeval_task.process_kv(kv_doc(), ["dead, or 1b2c"])["exact"] == 0.0
+def test_kv_scores_and_beyond_window_flag():
+    out = process_kv(kv_doc(), ["The value is '1b2c'."])
+    assert out == {"score": 1.0, "exact": 1.0, "contains": 1.0, "beyond_window": 0.0}
+    assert process_kv(kv_doc(), ["dead, or 1b2c"])["exact"] == 0.0
 
 
-def test_beyond_window_counts_as_failed_and_leaves_its_cells_empty():
-    out = lmeval_task.process_kv(kv_doc(length=8192), [window.BEYOND_WINDOW])
-    assert out == {"score": 0.0, "exact": 0.0, "contains": 0.0, "beyond_window": 1.0, "beyond_window_len_8192": 1.0}
+def test_beyond_window_counts_as_failed():
+    out = process_kv(kv_doc(length=8192), [window.BEYOND_WINDOW])
+    assert out == {"score": 0.0, "exact": 0.0, "contains": 0.0, "beyond_window": 1.0}
 
 
 def test_passkey_and_title_scores():
-    assert lmeval_task.process_passkey(kv_doc(answer="12345"), [" 12345."])["exact_len_1024"] == 1.0
-    title = lmeval_task.process_pi_title({"max_seq_length": 6000}, ["Extending Context Window of Large Language Models"])
-    assert title == {"score": 1.0, "beyond_window": 0.0, "found": 1.0, "found_len_6000": 1.0}
+    assert process_passkey(kv_doc(answer="12345"), [" 12345."])["exact"] == 1.0
+    title = process_pi_title({"max_seq_length": 6000}, ["Extending Context Window of Large Language Models"])
+    assert title == {"score": 1.0, "found": 1.0, "beyond_window": 0.0}
 
 
 @pytest.fixture
@@ -79,7 +77,9 @@ def test_fewshot_and_system_prompts_are_refused(metadata):
     doc = task.dataset["test"][0]
     with pytest.raises(LongCtxError, match="zero-shot"):
         task.fewshot_context(doc, 2)
-    assert task.fewshot_context(doc, 0) == doc["prompt"]
+    prefix = task.doc_to_prefix(doc)
+    assert prefix == doc["answer_prefix"] and prefix.startswith("The value of the key")
+    assert task.fewshot_context(doc, 0, gen_prefix=prefix) == doc["prompt"] + " " + prefix
 
 
 def test_simple_evaluate_reports_every_cell(metadata):
@@ -103,3 +103,101 @@ def test_simple_evaluate_reports_every_cell(metadata):
     assert results["higher_is_better"]["longctx"]["score"] is True
     samples = results["samples"]["longctx_kv"]
     assert len(samples) == 8 and {s["doc"]["actual_tokens"] for s in samples} == {240, 300}
+
+
+# --- sizes checked before any prompt is built ---------------------------------------------------
+
+
+def build(task, **metadata):
+    return lmeval_task.dataset(longctx_task=task, **metadata)
+
+
+@pytest.fixture
+def no_prompts_built(monkeypatch):
+    """Make building any prompt fail the test."""
+    import dataclasses
+
+    from lm_eval_longctx.catalog import TASKS
+
+    def never(*args, **kwargs):
+        raise AssertionError("prompts were built before the sizes were checked")
+
+    for name, task in TASKS.items():
+        monkeypatch.setitem(TASKS, name, dataclasses.replace(task, generate=never))
+
+
+def test_the_window_is_checked_before_any_prompt_is_built(metadata, no_prompts_built):
+    # 512 - the 24 answer tokens of longctx_kv = 488 of room
+    with pytest.raises(LongCtxError, match=r"^longctx_kv: prompts of \[489, 600\] tokens do not fit the model's window of 512"):
+        build("longctx_kv", **{**metadata, "max_seq_lengths": [240, 489, 600]})
+    with pytest.raises(LongCtxError, match=r"^longctx_pi_title: prompts of \[600\] tokens do not fit"):
+        build("longctx_pi_title", **{**metadata, "max_seq_lengths": [600]})
+    with pytest.raises(LongCtxError, match=r"^max_length='abc' is not a number of tokens"):
+        build("longctx_passkey", **{**metadata, "max_length": "abc"})
+
+
+def test_the_budget_before_building_follows_the_prompt_mode(metadata, no_prompts_built):
+    # Without the answer prefix, longctx_kv keeps the first version's 32 answer tokens: 480 of room.
+    with pytest.raises(LongCtxError, match=r"prompts of \[481\] tokens do not fit"):
+        build("longctx_kv", **{**metadata, "max_seq_lengths": [481], "answer_prefix": False})
+
+
+def test_a_served_model_s_settings_are_checked_before_any_prompt_is_built(metadata, no_prompts_built):
+    served_metadata = {
+        "tokenizer": metadata["pretrained"], "base_url": "http://127.0.0.1:9/v1/completions", "max_seq_lengths": [4000],
+    }  # fmt: skip
+    with pytest.raises(LongCtxError, match=r"local-completions sends token ids and cuts them"):
+        build("longctx_kv", **served_metadata)
+
+
+def test_an_absurd_grid_is_refused_before_building_even_with_hf_longctx_loaded(metadata, no_prompts_built, monkeypatch):
+    monkeypatch.setattr(window, "_marking_model_window", 512)  # hf-longctx marks over-long prompts
+    with pytest.raises(LongCtxError, match=r"max_seq_lengths holds 1,000,000,000 tokens.*allow_large_grid"):
+        build("longctx_kv", **{**metadata, "max_seq_lengths": [1e9]})
+    with pytest.raises(LongCtxError, match=r"9,000,000 prompts, above the limit of 100,000.*allow_large_grid"):
+        build("longctx_passkey", **{**metadata, "max_seq_lengths": [240, 300, 400], "depths": [0, 0.5, 1], "num_samples": 1e6})
+
+
+# --- progress: a bar with rate and ETA over every prompt token -----------------------------
+
+
+def test_progress_advances_with_each_prompt_built_the_length_check_s_included():
+    from lm_eval_longctx.fill import Layout, build_grid
+    from lm_eval_longctx.spec import GridSpec
+
+    class OneTokenCounter:
+        def count(self, *texts):
+            return 1
+
+    events = []
+
+    def record(length, depth, sample):
+        events.append(("built", length))
+        return {"length": length, "depth": depth, "sample": sample}
+
+    spec = GridSpec(max_seq_lengths=(10, 20), depths=(0.0, 1.0), num_samples=3)
+    layout = Layout("head", "needle", "tail", "\n")
+    build_grid(spec, OneTokenCounter(), "t", lambda i: layout, record, lambda n: events.append(("progress", n)))
+    # The length check builds all samples of the shortest length first; each shows at once.
+    assert events[:6] == [("built", 10), ("progress", 10)] * 3
+    assert events == [e for length in [10] * 6 + [20] * 6 for e in (("built", length), ("progress", length))]
+
+
+def test_the_bar_of_each_task_ends_at_its_total_and_closes(metadata, monkeypatch):
+    bars = []
+
+    def recording(task, spec):
+        bars.append(real(task, spec))
+        return bars[-1]
+
+    real = lmeval_task.progress_bar
+    monkeypatch.setattr(lmeval_task, "progress_bar", recording)
+    build("longctx_kv", **metadata)
+    build("longctx_pi_title", **metadata)
+    kv, title = bars
+    assert (kv.total, kv.n) == ((240 + 300) * 2 * 2, (240 + 300) * 2 * 2)
+    assert (title.total, title.n) == (240 + 300, 240 + 300)
+    # What the bar shows one second in, after one token: elapsed<ETA and the rate.
+    line = kv.format_meter(**{**kv.format_dict, "n": 1, "elapsed": 1.0})
+    assert re.search(r"Building longctx_kv prompts: .*\[00:01<\d\d:\d\d, 1\.00tok/s\]", line), line
+    assert kv.disable and title.disable  # closed: nothing redraws after the run's last line

@@ -19,7 +19,7 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from lm_eval_longctx import rope, window
 from lm_eval_longctx.errors import LongCtxError
-from lm_eval_longctx.model import HFLongCtxLM, fixed_ntk_base, runtime_defaults
+from lm_eval_longctx.model import HFLongCtxLM, cuda_devices_of, fixed_ntk_base, runtime_defaults
 
 WORDS = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 GREEDY = {"until": ["<<never>>"], "max_gen_toks": 8, "do_sample": False}
@@ -207,11 +207,26 @@ def no_weights(monkeypatch):
         ({"rope_scaling": "longrope:2:short=1/1:long=1/1"}, "rotary dimension needs 4"),  # found on the config
         ({"rope_theta": "fast"}, "rope_theta='fast'"),
         ({"truncation": True}, "never cuts prompts"),
+        ({"max_length": -1}, r"max_length=-1 is not a number of tokens"),
+        ({"max_length": 0}, r"max_length=0 is not a number of tokens"),
+        ({"max_length": "abc"}, r"max_length='abc' is not a number of tokens"),
+        ({"max_length": 1.5}, r"max_length=1.5 is not a number of tokens"),
+        ({"max_length": True}, r"max_length=True is not a number of tokens"),
+        ({"dtype": "flaot16"}, r"dtype='flaot16' is not a torch dtype"),
+        ({"device": "cdua"}, r"device='cdua' is not a device"),
+        ({"attn_implementation": "flash"}, r"attn_implementation='flash' is not one of"),
+        ({"batch_size": "abc"}, r"batch_size='abc': use a whole number"),
+        ({"gguf_file": "missing.gguf"}, r"gguf_file=missing.gguf: no such file in"),
     ],
 )
 def test_bad_spec_fails_before_any_weights_load(tiny_model_dir, no_weights, args, problem):
     with pytest.raises(LongCtxError, match=problem):
         load(tiny_model_dir, **args)
+
+
+def test_a_missing_pretrained_folder_is_one_line_before_any_load(no_weights):
+    with pytest.raises(LongCtxError, match=r"^pretrained=/nonexistent/folder: no such folder\. Give the folder"):
+        load("/nonexistent/folder")
 
 
 # --- the window: max_length rule and no truncation --------------------------------------------
@@ -450,6 +465,27 @@ def test_model_info_records_rope_windows_attention_dtype_versions(tiny_model_dir
     assert info["versions"]["transformers"] == transformers.__version__
     assert info["versions"]["lm_eval"]
     json.dumps(info)  # goes into the results file as is
+
+
+def test_model_info_records_peak_memory_of_every_gpu_the_model_spans(tiny_model_dir, monkeypatch):
+    lm = load(tiny_model_dir)
+    assert "peak_gpu_memory_gib" not in lm.get_model_info()["longctx"]  # on the CPU: no GPU to report
+    # What parallelize=True leaves behind: accelerate's map of modules to GPU indices (and offload).
+    lm.model.hf_device_map = {"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": 1, "lm_head": "cpu"}
+    peaks = {"cuda:0": 3 * 2**30, "cuda:1": 5.5 * 2**30}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: peaks[device])
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device: peaks[device] + 2**30)
+    info = lm.get_model_info()["longctx"]
+    assert info["peak_gpu_memory_gib"] == {"cuda:0": 3.0, "cuda:1": 5.5}
+    assert info["peak_gpu_memory_reserved_gib"] == {"cuda:0": 4.0, "cuda:1": 6.5}
+    json.dumps(info)
+
+
+def test_a_model_on_one_gpu_reports_that_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert cuda_devices_of(torch.nn.Linear(1, 1), torch.device("cuda:0")) == ["cuda:0"]
+    assert cuda_devices_of(torch.nn.Linear(1, 1), "cuda") == ["cuda:1"]  # HFLM's device with parallelize=True
 
 
 TASK_YAML = """\

@@ -3,27 +3,33 @@
 import re
 
 import pytest
-from conftest import lm_eval_token_count
+from conftest import generate, lm_eval_context, lm_eval_token_count
 
 from lm_eval_longctx.cache import dumps_records
 from lm_eval_longctx.errors import LongCtxError
-from lm_eval_longctx.passkey import DESCRIPTION, FILLER, generate_passkey
+from lm_eval_longctx.passkey import DESCRIPTION, FILLER
 from lm_eval_longctx.spec import GridSpec
 from lm_eval_longctx.tokens import PromptCounter, TokenizerSource, load_tokenizer
 
 
+def generate_passkey(spec, counter):
+    return generate("longctx_passkey", spec, counter)
+
+
+@pytest.mark.parametrize("answer_prefix", [True, False])
 @pytest.mark.parametrize("prompt_style", ["plain", "llama2_inst"])
 @pytest.mark.parametrize("chat_template", [False, True])
 def test_every_prompt_is_exactly_its_length_as_lm_eval_encodes_it(
-    family_model_dir, hflm_cache, prompt_style, chat_template
+    family_model_dir, hflm_cache, prompt_style, chat_template, answer_prefix
 ):
     hflm = hflm_cache(family_model_dir)
     counter = PromptCounter(load_tokenizer(TokenizerSource(family_model_dir)), chat_template=chat_template)
-    spec = GridSpec(max_seq_lengths=(160, 777, 1500), depths=(0.0, 0.6, 1.0), prompt_style=prompt_style)
+    spec = GridSpec(
+        max_seq_lengths=(160, 777, 1500), depths=(0.0, 0.6, 1.0), prompt_style=prompt_style,
+        chat_template=chat_template, answer_prefix=answer_prefix,
+    )
     for record in generate_passkey(spec, counter):
-        context = record["prompt"]
-        if chat_template:
-            context = hflm.apply_chat_template([{"role": "user", "content": context}])
+        context = lm_eval_context(hflm, record, chat_template)
         assert lm_eval_token_count(hflm, context) == record["max_seq_length"] == record["actual_tokens"]
 
 
@@ -35,7 +41,8 @@ def test_key_is_stated_once_in_filler_and_asked_for(tiny_model_dir):
     prompt = record["prompt"]
     assert prompt.startswith(DESCRIPTION)
     assert prompt.count(f"The pass key is {key}. Remember it. {key} is the pass key.") == 1
-    assert prompt.endswith("\nWhat is the pass key? The pass key is")
+    assert prompt.endswith("\nWhat is the pass key?")
+    assert record["answer_prefix"] == "The pass key is"
     assert re.findall(r"\d+", prompt) == [key, key]
     between = prompt[len(DESCRIPTION) : prompt.index(" The pass key")]
     assert set(s.strip() + "." for s in between.split(".") if s.strip()) <= set(FILLER)
@@ -50,7 +57,7 @@ def test_key_sits_at_its_depth(tiny_model_dir, depth):
     # Tokens before the key are depth x length, within one filler sentence, clamped to where
     # the key can go (after the description, before the question).
     first = counter.count(DESCRIPTION)
-    last = 1000 - counter.count(record["prompt"][record["prompt"].index(" The pass key is") :]) + 1
+    last = 1000 - counter.count(record["prompt"][record["prompt"].index(" The pass key is") :], record["answer_prefix"]) + 1
     assert abs(record["needle_token_offset"] - min(max(depth * 1000, first), last)) <= 8
 
 

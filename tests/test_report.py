@@ -404,6 +404,35 @@ def test_a_chat_template_run_is_named_as_such(tmp_path):
     assert not report.load_run(source).model.endswith("(chat template)")
 
 
+def test_runs_of_different_task_versions_are_told_apart_and_flagged(tmp_path, capsys):
+    # rope_none_v1 is a real run of task version 1 (before the answer prefix); rope_none of version 2.
+    runs, problems = report.load_runs([FIXTURES / "rope_none_v1", FIXTURES / "rope_none"])
+    assert not problems
+    old, new = runs
+    assert old.model == "tiny-llama (first-version prompts)" and new.model == "tiny-llama"
+    assert {r.version for r in old.tasks.values()} == {"1.0"} and {r.version for r in new.tasks.values()} == {"2.0"}
+    notes = report.comparability_notes(runs)
+    for task in ("longctx_kv", "longctx_passkey", "longctx_pi_title"):
+        (note,) = [n for n in notes if n.startswith(f"{task}: runs of different task versions")]
+        assert "version 1.0, first-version prompts: tiny-llama (first-version prompts), RoPE none" in note
+        assert "version 2.0, answer prefix: tiny-llama, RoPE none" in note
+    assert main(["report", str(FIXTURES / "rope_none_v1"), str(FIXTURES / "rope_none"), "--output-dir", str(tmp_path / "r")]) == 0
+    assert "runs of different task versions or prompts meet" in capsys.readouterr().err
+    assert "runs of different task versions or prompts meet" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_answer_prefix_false_runs_are_first_version_prompts(tmp_path):
+    run = copy_run("rope_none", tmp_path)
+    (path,) = run.rglob("results_*.json")
+    results = json.loads(path.read_text())
+    for task in ("longctx_kv", "longctx_passkey", "longctx_pi_title"):
+        results["configs"][task]["metadata"]["answer_prefix"] = False
+    path.write_text(json.dumps(results))
+    (loaded,) = report.load_runs([run])[0]
+    assert loaded.model == "tiny-llama (first-version prompts)"
+    assert {r.prompts for r in loaded.tasks.values()} == {"first-version prompts"}
+
+
 # --------------------------------------------------------------------------- outputs and damaged inputs
 
 

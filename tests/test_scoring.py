@@ -10,7 +10,8 @@ from lm_eval_longctx import scoring
     [
         ("1b2c", 1, 1),
         ("'1b2c'", 1, 1),
-        ("The value of the key '3fa85f64' is '1b2c'.", 1, 1),
+        ("The value of the key '3fa85f64' is '1b2c'.", 1, 1),  # an answer that repeats the prefix
+        ("1b2c'.", 1, 1),  # the continuation of the prefix "... is '"
         (" 1B2C", 1, 0),  # case-insensitive word match, case-sensitive reference check
         ("dead 1b2c", 0, 1),  # a chatty answer that happens to contain the value first names another
         ("The value is 1b2c5", 0, 1),  # 5 hex characters is not the 4-character value
@@ -25,7 +26,15 @@ def test_kv_metrics(answer, exact, contains):
 
 @pytest.mark.parametrize(
     "answer, score",
-    [(" 12345.", 1), ("The pass key is 12345", 1), ("123456", 0), ("1234 12345", 0), ("no digits", 0), ("12,345", 0)],
+    [
+        (" 12345.", 1),
+        ("The pass key is 12345", 1),  # an answer that repeats the prefix
+        (" 12345. Remember it. 12345 is the pass key.", 1),
+        ("123456", 0),
+        ("1234 12345", 0),
+        ("no digits", 0),
+        ("12,345", 0),
+    ],
 )
 def test_passkey_first_integer(answer, score):
     assert scoring.passkey_exact(answer, "12345") == score
@@ -36,7 +45,11 @@ def test_passkey_first_integer(answer, score):
     [
         ("Extending Context Window of Large Language Models via Position Interpolation", 1),
         ("The title is EXTENDING CONTEXT WINDOW OF LARGE LANGUAGE MODELS", 1),
-        ("extending context window of large language models", 0),
+        ("extending context window of large language models", 1),  # sentence case is the title too
+        ("EXTENDING CONTEXT WINDOW\nOF LARGE LANGUAGE MODELS", 1),  # copied across a line break
+        ('The title of this paper is "Extending Context Window of Large Language Models"', 1),  # prefix repeated
+        ("Extending Context Window Size: A New Method", 0),  # a near miss is a miss
+        ("Enhancing Context Window of Large Language Models", 0),
         ("Position Interpolation", 0),
     ],
 )

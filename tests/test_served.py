@@ -167,6 +167,8 @@ def test_served_prompts_are_exact_and_equal_the_in_process_ones(server, smollm2_
         assert len(served_samples[task]) == len(LENGTHS) * 2
         for sample in served_samples[task]:
             assert server.count_tokens(prompt_of(sample)) == sample["doc"]["max_seq_length"]
+            # The completions endpoint gets the answer prefix after the question, as in plain mode.
+            assert prompt_of(sample) == sample["doc"]["prompt"] + " " + sample["doc"]["answer_prefix"]
         # The results say what served the model, with the server's RoPE setting.
         record = served_results["configs"][task]["metadata"]["longctx_served"]
         assert record["base_url"] == f"{server.url}/v1/completions"
@@ -193,6 +195,10 @@ def test_chat_endpoint_counts_the_template_exactly(server, smollm2_dir, tmp_path
         (chat,) = prompt_of(sample)  # lm-eval's JsonChatStr: the messages as one JSON string
         messages = json.loads(chat)
         assert messages == [{"role": "user", "content": sample["doc"]["prompt"]}]
+        # A chat endpoint renders the assistant's turn itself and cannot be prefilled: the answer
+        # prefix ends the user's turn instead, and is counted there.
+        assert sample["doc"]["answer_prefix"] == ""
+        assert sample["doc"]["prompt"].endswith("What is the pass key? The pass key is")
         usage = _post(f"{server.url}/v1/chat/completions", {"messages": messages, "max_tokens": 1})["usage"]
         assert usage["prompt_tokens"] == sample["doc"]["max_seq_length"]  # system turn + template included
 

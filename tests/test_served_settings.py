@@ -24,9 +24,9 @@ def test_token_id_requests_that_lm_eval_would_cut_are_refused(metadata):
     with pytest.raises(LongCtxError) as caught:
         task_manager(metadata=with_ids).load(["longctx_kv"])
     message = str(caught.value)
-    assert "cuts them to max_length - 1 - max_gen_toks = 223 tokens (max_length=256)" in message
+    assert "cuts them to max_length - 1 - max_gen_toks = 231 tokens (max_length=256)" in message
     assert "prompts of [240, 300] tokens" in message
-    assert "tokenized_requests=False" in message and "max_length=333 or more" in message
+    assert "tokenized_requests=False" in message and "max_length=325 or more" in message
 
 
 def test_served_window_is_the_servers_not_the_tokenizers_config(metadata):

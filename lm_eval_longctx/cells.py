@@ -1,0 +1,151 @@
+"""Per-cell metrics of a grid (per length, per depth, beyond the window per length).
+
+Under data parallel, lm-eval 0.4.13 gathers per-sample metrics by rank 0's metric keys
+(``evaluator.py``, after ``gather_object``): a key that another rank lacks is a KeyError, a key
+only another rank has is dropped. A rank holds only some cells, so every document reports
+every cell metric of its task's grid, with ``OUTSIDE`` (``null`` in ``--log_samples`` files)
+for the cells it is not in. ``aggregate_cells_over_their_docs`` has lm-eval drop those values
+before it aggregates, so a cell's value and standard error are lm-eval's own ``mean`` and
+``mean_stderr`` over the cell's documents, as in one process, and a cell in which no
+document ran has no entry at all (never a placeholder number).
+
+Why not a custom aggregation that skips ``OUTSIDE``: lm-eval 0.4.13 picks a standard error by the
+aggregation function itself (``stderr_for_metric``: closed form for ``mean`` and ``acc_all`` only,
+bootstrap for a fixed list), so ours would report "N/A"; ``nanmean`` with NaN is on the bootstrap
+list, but costs 100,000 draws and a process pool per cell and gives NaN when a draw holds no
+member. Stripping before lm-eval aggregates keeps its own numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lm_eval_longctx.errors import LongCtxError
+
+BEYOND = "beyond_window"
+
+# A document's value for a cell it is not in. None: JSON null in the samples file.
+OUTSIDE = None
+
+
+def metric_name(base: str, length: int | None = None, depth: float | None = None) -> str:
+    """Return the per-cell metric name: ``exact_len_4096``, ``exact_depth_0.5``."""
+    if length is not None:
+        return f"{base}_len_{length}"
+    if depth is not None:
+        return f"{base}_depth_{depth:g}"
+    return base
+
+
+def count(items: list[float]) -> float:
+    """Aggregation of the beyond-window flags: how many samples the model could not take."""
+    return float(sum(items))
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The cells of one task's generated data: its score names, lengths and depths."""
+
+    scores: tuple[str, ...]  # per-doc scores that get a cell each ("exact", "contains")
+    lengths: tuple[int, ...]
+    depths: tuple[float, ...]  # empty when the task has no depths (longctx_pi_title)
+
+    @classmethod
+    def of(cls, docs, scores) -> Grid:
+        """Return the grid of a dataset of our records (``max_seq_length``, maybe ``depth``)."""
+        depths = sorted(set(docs["depth"])) if "depth" in docs.column_names else []
+        return cls(tuple(scores), tuple(sorted(set(docs["max_seq_length"]))), tuple(depths))
+
+    def aggregations(self) -> dict[str, tuple]:
+        """Return ``{metric: (aggregation, higher_is_better)}`` for every cell of the grid."""
+        from lm_eval.api.metrics import mean
+
+        out = {}
+        for base in self.scores:
+            for name in [metric_name(base, length=n) for n in self.lengths]:
+                out[name] = (mean, True)
+            for name in [metric_name(base, depth=d) for d in self.depths]:
+                out[name] = (mean, True)
+        for n in self.lengths:
+            out[metric_name(BEYOND, length=n)] = (count, False)
+        return out
+
+    def doc_metrics(self, doc: dict, overall: dict[str, float]) -> dict[str, float | None]:
+        """Return ``overall`` plus every cell metric of the grid for one document.
+
+        ``overall`` holds the document's scores and its ``beyond_window`` flag (1.0 when the
+        model could not take the prompt). Its length and depth cells get its scores, unless it
+        was beyond the window (then they stay ``OUTSIDE``: no score); its length's beyond-window
+        cell gets the flag; every other cell gets ``OUTSIDE``.
+        """
+        ran = not overall[BEYOND]
+        mine = {metric_name(BEYOND, length=doc["max_seq_length"]): overall[BEYOND]}
+        if ran:
+            for base in self.scores:
+                mine[metric_name(base, length=doc["max_seq_length"])] = overall[base]
+                if doc.get("depth") is not None:
+                    mine[metric_name(base, depth=doc["depth"])] = overall[base]
+        cells = {name: mine.pop(name, OUTSIDE) for name in self.aggregations()}
+        if mine:
+            raise ValueError(f"document outside its task's grid: {sorted(mine)} not in {self}")
+        return {**overall, **cells}
+
+
+def members_only(raw_metrics: dict) -> dict:
+    """Return lm-eval's ``{(metric, filter): values}`` without ``OUTSIDE`` values or empty cells."""
+    kept = {}
+    for key, values in raw_metrics.items():
+        members = [v for v in values if v is not OUTSIDE]
+        if members:
+            kept[key] = members
+    return kept
+
+
+def aggregate_cells_over_their_docs() -> None:
+    """Make lm-eval aggregate our tasks' per-cell metrics over the documents of each cell.
+
+    Patch of lm-eval 0.4.13 ``lm_eval.evaluator_utils._compute_task_aggregations(task,
+    raw_metrics, bootstrap_iters)``, which rank 0 calls after gathering every rank's values: for
+    a task that marks itself ``longctx_cells = True``, it gets ``members_only(raw_metrics)``.
+    Other tasks are untouched. Idempotent.
+    """
+    import inspect
+
+    import lm_eval
+    from lm_eval import evaluator_utils
+
+    original = getattr(evaluator_utils, "_compute_task_aggregations", None)
+    if getattr(original, "longctx_cells", False):
+        return
+    if original is None or list(inspect.signature(original).parameters)[:2] != ["task", "raw_metrics"]:
+        raise LongCtxError(
+            f"lm-eval {getattr(lm_eval, '__version__', '?')} aggregates metrics differently from "
+            "lm-eval 0.4.13, which the longctx per-cell metrics were written for; install "
+            "lm-eval==0.4.13 (pip install 'lm-eval==0.4.13')."
+        )
+
+    def _compute_task_aggregations(task, raw_metrics, *args, **kwargs):
+        if getattr(task, "longctx_cells", False):
+            raw_metrics = members_only(raw_metrics)
+        return original(task, raw_metrics, *args, **kwargs)
+
+    _compute_task_aggregations.longctx_cells = True
+    _compute_task_aggregations.__wrapped__ = original
+    evaluator_utils._compute_task_aggregations = _compute_task_aggregations
+
+
+def check_world_size(task: str, docs: int, world_size: int | None, limit=None, samples=None) -> None:
+    """Refuse a data-parallel run that leaves a process without any prompt of ``task``.
+
+    lm-eval 0.4.13 cannot run a task on a process that holds none of its documents (that
+    process stops with "task.build_requests() did not find any docs!"). ``limit`` and
+    ``samples`` are lm-eval's ``--limit`` (already a count) and ``--samples`` of the task.
+    """
+    prompts = len(samples) if samples else min(docs, int(limit)) if limit else docs
+    if (world_size or 1) > prompts:
+        raise LongCtxError(
+            f"{task}: {prompts} prompt(s) for {world_size} processes; lm-eval needs at least one "
+            f"prompt of each task on every process. Run {task} with at most {prompts} processes "
+            "(a separate lm_eval command), or give it more prompts (more max_seq_lengths, depths "
+            "or num_samples)."
+        )
