@@ -196,7 +196,7 @@ def patch_cli(module) -> None:
     harness._longctx_patched = True
 
 
-# --------------------------------------------------------------------------- lm-eval: logging
+# --------------------------------------------------------------------------- lm-eval: aggregation
 
 # lm-eval 0.4.13 ``lm_eval/evaluator_utils.py`` logs, on its module logger, "[<task>] ...
 # not scored on the same number of documents ..." when a task's metrics cover different
@@ -223,6 +223,43 @@ def quiet_same_count_warning() -> None:
     logger = logging.getLogger(SAME_COUNT_LOGGER)
     if not any(isinstance(f, SameCountWarningFilter) for f in logger.filters):
         logger.addFilter(SameCountWarningFilter())
+
+
+def aggregate_cells_over_their_docs() -> None:
+    """Make lm-eval aggregate our tasks' per-cell metrics over the documents of each cell.
+
+    Patch of lm-eval 0.4.13 ``lm_eval.evaluator_utils._compute_task_aggregations(task,
+    raw_metrics, bootstrap_iters)``, which rank 0 calls after gathering every rank's values: for
+    a task that marks itself ``longctx_cells = True``, it gets ``cells.members_only(raw_metrics)``
+    (see ``cells``: why stripping before lm-eval aggregates keeps its own numbers). Other tasks
+    are untouched. Idempotent.
+    """
+    import inspect
+
+    import lm_eval
+    from lm_eval import evaluator_utils
+
+    from lm_eval_longctx.cells import members_only
+    from lm_eval_longctx.errors import LongCtxError
+
+    original = getattr(evaluator_utils, "_compute_task_aggregations", None)
+    if getattr(original, "longctx_cells", False):
+        return
+    if original is None or list(inspect.signature(original).parameters)[:2] != ["task", "raw_metrics"]:
+        raise LongCtxError(
+            f"lm-eval {getattr(lm_eval, '__version__', '?')} aggregates metrics differently from "
+            "lm-eval 0.4.13, which the longctx per-cell metrics were written for; install "
+            "lm-eval==0.4.13 (pip install 'lm-eval==0.4.13')."
+        )
+
+    def _compute_task_aggregations(task, raw_metrics, *args, **kwargs):
+        if getattr(task, "longctx_cells", False):
+            raw_metrics = members_only(raw_metrics)
+        return original(task, raw_metrics, *args, **kwargs)
+
+    _compute_task_aggregations.longctx_cells = True
+    _compute_task_aggregations.__wrapped__ = original
+    evaluator_utils._compute_task_aggregations = _compute_task_aggregations
 
 
 # --------------------------------------------------------------------------- transformers: RoPE

@@ -143,7 +143,7 @@ class LongCtxTask(ConfigurableTask):
     ``--gen_kwargs`` wins over both.
     """
 
-    longctx_cells = True  # cells.aggregate_cells_over_their_docs: aggregate each cell over its docs
+    longctx_cells = True  # compat.aggregate_cells_over_their_docs: aggregate each cell over its docs
 
     def __init__(self, config: dict | None = None, **kwargs):
         config = {k: v for k, v in (config or {}).items() if k != "class"}
@@ -153,7 +153,7 @@ class LongCtxTask(ConfigurableTask):
         config.setdefault("metric_list", metric_list(task))
         config.setdefault("process_results", Scorer(task))
         super().__init__(config=config, **kwargs)
-        cells.aggregate_cells_over_their_docs()
+        compat.aggregate_cells_over_their_docs()
         self._chat_template_given = "chat_template" in (self.config.metadata or {})
         self._adopt_dataset()
 

@@ -27,6 +27,7 @@ OBJECTS = (
     ("config", "longctx", "rope_args"),
     ("configs",),
     ("group_subtasks",),
+    ("versions",),
 )
 NUMBERS = (("max_length",), ("config", "longctx", "native_window"), ("config", "longctx", "max_length"))
 

@@ -155,7 +155,7 @@ def test_fail_closes_open_bars_quiets_asyncio_and_exits_2(capsys):
         bar.close()
 
 
-# --------------------------------------------------------------------------- lm-eval: logging
+# --------------------------------------------------------------------------- lm-eval: aggregation
 
 
 class _Task:
@@ -192,6 +192,31 @@ def test_same_count_warning_is_dropped_for_our_tasks_only(caplog, task, shown):
         )
     else:
         assert not warned
+
+
+def test_compute_task_aggregations_takes_task_and_raw_metrics_first():
+    from lm_eval import evaluator_utils
+
+    got = _params(evaluator_utils._compute_task_aggregations)
+    assert got[:2] == ["task", "raw_metrics"], CHANGED.format(
+        what=f"evaluator_utils._compute_task_aggregations takes {got}", patch="aggregate_cells_over_their_docs"
+    )
+
+
+def test_cells_are_aggregated_over_their_own_documents_only():
+    from lm_eval import evaluator_utils
+
+    compat.aggregate_cells_over_their_docs()
+    compat.aggregate_cells_over_their_docs()  # idempotent: wrapped once
+    assert not getattr(evaluator_utils._compute_task_aggregations.__wrapped__, "longctx_cells", False)
+    ours = _Task("longctx_kv")
+    ours.longctx_cells = True
+    raw = {("exact", "none"): [1.0, 0.0, 1.0], ("exact_len_256", "none"): [1.0, None, None], ("exact_len_512", "none"): [None] * 3}
+    metrics, _ = evaluator_utils._compute_task_aggregations(ours, raw, bootstrap_iters=0)
+    assert metrics["exact_len_256,none"] == 1.0  # the mean over its one document, not over three
+    assert "exact_len_512,none" not in metrics  # no document: no entry, never a placeholder
+    theirs, _ = evaluator_utils._compute_task_aggregations(_Task("other"), {("exact", "none"): [1.0, 0.0]}, bootstrap_iters=0)
+    assert theirs["exact,none"] == 0.5
 
 
 # --------------------------------------------------------------------------- transformers: RoPE

@@ -53,6 +53,7 @@ EDITS = [
      "['config']['longctx']['native_window'] is '8k', not a number of tokens"),
     ("task config a string", lambda d: d["configs"].__setitem__("longctx_kv", "x"),
      "['configs']['longctx_kv'] is 'x', not an object"),
+    ("versions a string", lambda d: d.__setitem__("versions", "2"), "['versions'] is '2', not an object"),
     ("group members a number", lambda d: d["group_subtasks"].__setitem__("longctx", 3),
      "['group_subtasks']['longctx'] is 3, not a list of task names"),
 ]  # fmt: skip
