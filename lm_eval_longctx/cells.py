@@ -4,8 +4,8 @@ Under data parallel, lm-eval 0.4.13 gathers per-sample metrics by rank 0's metri
 (``evaluator.py``, after ``gather_object``): a key that another rank lacks is a KeyError, a key
 only another rank has is dropped. A rank holds only some cells, so every document reports
 every cell metric of its task's grid, with ``OUTSIDE`` (``null`` in ``--log_samples`` files)
-for the cells it is not in. ``aggregate_cells_over_their_docs`` has lm-eval drop those values
-before it aggregates, so a cell's value and standard error are lm-eval's own ``mean`` and
+for the cells it is not in. ``compat.aggregate_cells_over_their_docs`` has lm-eval drop those
+values (``members_only``) before it aggregates, so a cell's value and standard error are lm-eval's own ``mean`` and
 ``mean_stderr`` over the cell's documents, as in one process, and a cell in which no
 document ran has no entry at all (never a placeholder number).
 
@@ -99,39 +99,6 @@ def members_only(raw_metrics: dict) -> dict:
         if members:
             kept[key] = members
     return kept
-
-
-def aggregate_cells_over_their_docs() -> None:
-    """Make lm-eval aggregate our tasks' per-cell metrics over the documents of each cell.
-
-    Patch of lm-eval 0.4.13 ``lm_eval.evaluator_utils._compute_task_aggregations(task,
-    raw_metrics, bootstrap_iters)``, which rank 0 calls after gathering every rank's values: for
-    a task that marks itself ``longctx_cells = True``, it gets ``members_only(raw_metrics)``.
-    Other tasks are untouched. Idempotent.
-    """
-    import inspect
-
-    import lm_eval
-    from lm_eval import evaluator_utils
-
-    original = getattr(evaluator_utils, "_compute_task_aggregations", None)
-    if getattr(original, "longctx_cells", False):
-        return
-    if original is None or list(inspect.signature(original).parameters)[:2] != ["task", "raw_metrics"]:
-        raise LongCtxError(
-            f"lm-eval {getattr(lm_eval, '__version__', '?')} aggregates metrics differently from "
-            "lm-eval 0.4.13, which the longctx per-cell metrics were written for; install "
-            "lm-eval==0.4.13 (pip install 'lm-eval==0.4.13')."
-        )
-
-    def _compute_task_aggregations(task, raw_metrics, *args, **kwargs):
-        if getattr(task, "longctx_cells", False):
-            raw_metrics = members_only(raw_metrics)
-        return original(task, raw_metrics, *args, **kwargs)
-
-    _compute_task_aggregations.longctx_cells = True
-    _compute_task_aggregations.__wrapped__ = original
-    evaluator_utils._compute_task_aggregations = _compute_task_aggregations
 
 
 def check_world_size(task: str, docs: int, world_size: int | None, limit=None, samples=None) -> None:

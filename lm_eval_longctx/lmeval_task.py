@@ -16,7 +16,7 @@ import logging
 import datasets
 from lm_eval.api.task import ConfigurableTask
 
-from lm_eval_longctx import cells, served, window
+from lm_eval_longctx import cells, compat, served, window
 from lm_eval_longctx.cache import cached_records, set_key
 from lm_eval_longctx.cells import BEYOND, count
 from lm_eval_longctx.catalog import TASKS, TaskDef
@@ -130,20 +130,8 @@ def metric_list(task: TaskDef) -> list[dict]:
 # --------------------------------------------------------------------------- task class
 
 
-class _SameCountWarningFilter(logging.Filter):
-    """Drop lm-eval's "not scored on the same number of documents" warning for our tasks.
-
-    Our per-length and per-depth metrics cover a subset of the documents by design, and the
-    group score aggregates only metrics every document has, so the warning's concern
-    (mis-weighted group scores) does not apply to them.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (message.startswith("[longctx_") and "not scored on the same number" in message)
-
-
-logging.getLogger("lm_eval.evaluator_utils").addFilter(_SameCountWarningFilter())
+# Our per-length and per-depth metrics cover a subset of the documents by design.
+compat.quiet_same_count_warning()
 
 
 class LongCtxTask(ConfigurableTask):
@@ -155,7 +143,7 @@ class LongCtxTask(ConfigurableTask):
     ``--gen_kwargs`` wins over both.
     """
 
-    longctx_cells = True  # cells.aggregate_cells_over_their_docs: aggregate each cell over its docs
+    longctx_cells = True  # compat.aggregate_cells_over_their_docs: aggregate each cell over its docs
 
     def __init__(self, config: dict | None = None, **kwargs):
         config = {k: v for k, v in (config or {}).items() if k != "class"}
@@ -165,7 +153,7 @@ class LongCtxTask(ConfigurableTask):
         config.setdefault("metric_list", metric_list(task))
         config.setdefault("process_results", Scorer(task))
         super().__init__(config=config, **kwargs)
-        cells.aggregate_cells_over_their_docs()
+        compat.aggregate_cells_over_their_docs()
         self._chat_template_given = "chat_template" in (self.config.metadata or {})
         self._adopt_dataset()
 

@@ -17,7 +17,6 @@ prompts are cut from the left, and dynamic NTK scores depend on what ran before.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import importlib.util
 import logging
@@ -28,9 +27,9 @@ from lm_eval.api.registry import model_registry
 from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import has_bos_prefix, normalize_gen_kwargs
 from tqdm import tqdm
-from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from lm_eval_longctx import generation, model_args, rope, window
+from lm_eval_longctx.compat import fixed_ntk_base
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.registration import MODEL_NAME
 
@@ -48,41 +47,6 @@ def runtime_defaults(device, dtype, attn_implementation, *, cuda: bool, flash_at
         half = str(dtype).removeprefix("torch.") in ("bfloat16", "float16")
         attn_implementation = "flash_attention_2" if on_gpu and half and flash_attn else "sdpa"
     return device, dtype, attn_implementation
-
-
-def _fresh_inv_freq(rotary, prompt_len: int) -> torch.Tensor:
-    if prompt_len <= rotary.original_max_seq_len:
-        return rotary.original_inv_freq.clone()  # a fresh model keeps its init frequencies up to native
-    # The very call a fresh model's dynamic_rope_update makes at prefill (a tensor seq_len, same math).
-    seq_len = torch.tensor(prompt_len, device=rotary.original_inv_freq.device)
-    inv_freq, _ = ROPE_INIT_FUNCTIONS["dynamic"](rotary.config, rotary.original_inv_freq.device, seq_len=seq_len)
-    return inv_freq
-
-
-@contextlib.contextmanager
-def fixed_ntk_base(model, prompt_len: int):
-    """Inside, every dynamic-NTK rotary module uses the base a fresh model picks for a
-    ``prompt_len``-token prompt, and keeps it while decoding; on exit each is fresh again.
-
-    "The base its own length implies" is the prompt's token count, not prompt plus generated
-    tokens: transformers would grow the base at each decoding step past that, while the cached
-    keys keep the old rotation (transformers issue #25104). Other modules are left alone.
-    """
-    rotaries = [
-        module
-        for module in model.modules()
-        if getattr(module, "rope_type", None) == "dynamic" and hasattr(module, "original_inv_freq")
-    ]
-    for rotary in rotaries:
-        rotary.register_buffer("inv_freq", _fresh_inv_freq(rotary, prompt_len), persistent=False)
-        rotary.rope_type = "default"  # dynamic_rope_update recomputes only modules named "dynamic"
-    try:
-        yield
-    finally:
-        for rotary in rotaries:
-            rotary.rope_type = "dynamic"
-            rotary.register_buffer("inv_freq", rotary.original_inv_freq.clone(), persistent=False)
-            rotary.max_seq_len_cached = rotary.original_max_seq_len
 
 
 def _version(package: str) -> str | None:

@@ -20,6 +20,8 @@ from pathlib import Path
 from lm_eval_longctx import rope
 from lm_eval_longctx.catalog import TASKS
 from lm_eval_longctx.errors import LongCtxError
+from lm_eval_longctx.outputs import writable_folder
+from lm_eval_longctx.results_check import check_results
 from lm_eval_longctx.window import BEYOND_WINDOW
 
 GROUP = "longctx"
@@ -161,6 +163,7 @@ def read_results(path: Path) -> dict:
         raise LongCtxError(f"{path}: not a readable JSON file ({exc}); pass an lm-eval results_*.json file.") from None
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
         raise LongCtxError(f"{path}: not an lm-eval results file (no \"results\" table); pass a results_*.json file.")
+    check_results(path, data)  # a hand-edited or damaged file: one line naming the place
     return data
 
 
@@ -266,10 +269,13 @@ def load_task(results_path: Path, task: str, entry: Mapping) -> TaskResult:
         )
     else:
         try:
-            by_length, by_depth_length = cells_from_samples(read_samples(path), metric)
+            samples = read_samples(path)
+            if not samples:
+                raise ValueError("it holds no samples")
+            by_length, by_depth_length = cells_from_samples(samples, metric)
             notes = tuple(_disagreements(task, by_length, entry, metric))
             return TaskResult(task, metric, by_length, by_depth_length, score, notes)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             note = f"{task}: samples file {path.name} unreadable ({exc!r}); used the results JSON only."
     return TaskResult(task, metric, cells_from_aggregate(entry, metric), None, score, (note,))
 
@@ -474,7 +480,7 @@ def load_runs(paths: Sequence[Path]) -> tuple[list[Run], list[str]]:
             except LongCtxError as exc:
                 problems.append(str(exc))
     if not runs:
-        raise LongCtxError("nothing to report:\n  " + "\n  ".join(problems))
+        raise LongCtxError("nothing to report: " + " | ".join(problems))
     return with_unique_slugs(runs), problems
 
 
@@ -826,9 +832,13 @@ def default_output_dir(first_path: Path) -> Path:
 def main(paths: Sequence[str], output_dir: str | None = None, threshold: float = DEFAULT_THRESHOLD) -> int:
     """Make the report; return the exit status (0 all read, 1 some inputs skipped)."""
     threshold = check_threshold(threshold)
-    runs, problems = load_runs([Path(p) for p in paths])
     out = Path(output_dir) if output_dir else default_output_dir(Path(paths[0]))
-    written = write_report(runs, out, threshold, problems)
+    writable_folder(out, "--output-dir")  # before reading anything
+    runs, problems = load_runs([Path(p) for p in paths])
+    try:
+        written = write_report(runs, out, threshold, problems)
+    except OSError as exc:
+        raise LongCtxError(f"--output-dir {out}: writing the report failed ({exc}); give a folder you can write to.") from None
     for problem in problems:
         print(f"lm-eval-longctx warning: skipped: {problem}", file=sys.stderr)
     for note in comparability_notes(runs):

@@ -200,3 +200,28 @@ def generate(task_name: str, spec, counter) -> list[dict]:
 
     task = TASKS[task_name]
     return [record.to_dict() for record in task.generate(task, spec, counter)]
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder no file can be created in: chmod 555 for a normal user; /sys/kernel for root,
+    whom permissions do not stop (sysfs refuses new files)."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    candidates = [folder, Path("/sys/kernel")]
+    try:
+        for candidate in candidates:
+            try:
+                with tempfile.TemporaryFile(dir=candidate):
+                    pass
+            except OSError:
+                yield candidate
+                return
+        pytest.skip(f"no read-only folder on this machine (uid {os.getuid()})")
+    finally:
+        folder.chmod(0o755)

@@ -1,17 +1,18 @@
 """The start-up hook: harmless without lm-eval, out of the way when lm-eval loads plugins itself."""
 
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 
 def run_python(code: str, pythonpath, **env) -> subprocess.CompletedProcess:
-    import os
-
     environment = {**os.environ, "PYTHONPATH": str(pythonpath), **env}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=120)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=600)
 
 
 def write_fake_lm_eval(root, registry_source: str, manager_source: str) -> None:
@@ -85,3 +86,65 @@ def test_switched_off_by_environment():
     out = run_python(code, "", LM_EVAL_LONGCTX_NO_AUTOLOAD="1")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+# --------------------------------------------------------------------------- the switch and the cost
+
+ROOT = Path(__file__).resolve().parent.parent
+ON = ["", "0", "false", "FALSE", " no ", "off"]
+OFF = ["1", "true", "yes", "on", "anything"]
+
+
+def start_with_our_pth(tmp_path, code: str, switch: str | None) -> subprocess.CompletedProcess:
+    """Run ``code`` after processing only our .pth file (python -S: not the venv's own .pth files)."""
+    site_dir = tmp_path / "site"
+    site_dir.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "lm_eval_longctx.pth", site_dir / "lm_eval_longctx.pth")
+    env = {k: v for k, v in os.environ.items() if k != "LM_EVAL_LONGCTX_NO_AUTOLOAD"}
+    env["PYTHONPATH"] = str(ROOT)
+    if switch is not None:
+        env["LM_EVAL_LONGCTX_NO_AUTOLOAD"] = switch
+    prelude = f"import sys; before = set(sys.modules); import site; site.addsitedir({str(site_dir)!r})\n"
+    return subprocess.run([sys.executable, "-S", "-c", prelude + code], capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.parametrize("switch", [None, *ON, *OFF])
+def test_switch_values(tmp_path, switch):
+    from lm_eval_longctx._autoload import switched_off
+
+    expected_off = switch in OFF
+    code = "print('lm_eval_longctx._autoload' in sys.modules, any(type(f).__name__ == '_PostImportFinder' for f in sys.meta_path))"
+    out = start_with_our_pth(tmp_path, code, switch)
+    assert out.returncode == 0 and not out.stderr, out.stderr
+    assert out.stdout.split() == (["False", "False"] if expected_off else ["True", "True"]), f"switch={switch!r}"
+    # _autoload applies the same rule (for a .pth copied by an older install).
+    assert switched_off({} if switch is None else {"LM_EVAL_LONGCTX_NO_AUTOLOAD": switch}) is expected_off
+
+
+def test_start_up_imports_only_the_hook_itself(tmp_path):
+    # Everything the .pth pulls in at start-up: just our package and _autoload, no importlib.abc.
+    code = "import lm_eval_longctx; print(' '.join(sorted(set(sys.modules) - before - {'site'})))"
+    on = start_with_our_pth(tmp_path, code, None)
+    off = start_with_our_pth(tmp_path, code, "1")
+    assert on.returncode == 0 and off.returncode == 0, on.stderr + off.stderr
+    added = set(on.stdout.split()) - set(off.stdout.split())
+    assert added == {"lm_eval_longctx._autoload"}, added
+    assert "importlib.abc" not in on.stdout.split()
+
+
+def test_switched_off_hook_imports_nothing_of_ours(tmp_path):
+    out = start_with_our_pth(tmp_path, "print([m for m in sys.modules if m.startswith('lm_eval_longctx')])", "1")
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_hook_patches_lm_eval_only_once_it_is_imported(tmp_path):
+    write_fake_lm_eval(tmp_path / "fake", "x = 1\n", "class TaskManager:\n    def __init__(self, *a): pass\n")
+    code = (
+        f"sys.path.insert(0, {str(tmp_path / 'fake')!r})\n"
+        "print('lm_eval_longctx.compat' in sys.modules)\n"
+        "import lm_eval.tasks.manager\n"
+        "print('lm_eval_longctx.compat' in sys.modules, lm_eval.tasks.manager.TaskManager._longctx_patched)\n"
+    )
+    out = start_with_our_pth(tmp_path, code, None)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True", "True"]

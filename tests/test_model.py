@@ -122,7 +122,7 @@ def test_registered_in_a_fresh_process(autoload):
         "importlib.reload(lm_eval_longctx.model)\n"  # importing again must not register twice
     )
     env = {**os.environ, **({"LM_EVAL_LONGCTX_NO_AUTOLOAD": "1"} if autoload == "off" else {})}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -525,7 +525,7 @@ def test_lm_eval_command_runs_hf_longctx_and_records_provenance(tiny_model_dir, 
         "--log_samples",
     ]
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "1 of 3 generation requests do not fit the 1024-token window" in done.stderr
 

@@ -159,7 +159,7 @@ def test_python_dash_m_runs_the_same_command(tmp_path):
     out = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, "-m", "lm_eval_longctx", "report", str(FIXTURES / "rope_dynamic2"), "--output-dir", str(out)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (out / "report.md").is_file() and (out / "length_curve_longctx_kv.png").is_file()
@@ -431,3 +431,51 @@ def test_answer_prefix_false_runs_are_first_version_prompts(tmp_path):
     (loaded,) = report.load_runs([run])[0]
     assert loaded.model == "tiny-llama (first-version prompts)"
     assert {r.prompts for r in loaded.tasks.values()} == {"first-version prompts"}
+
+
+# --------------------------------------------------------------------------- outputs and damaged inputs
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_output_dir_that_cannot_be_a_folder_is_one_line(tmp_path, capsys, where):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    out = blocker if where == "a file" else blocker / "report"
+    assert main(["report", str(FIXTURES / "rope_none"), "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    expected = "is a file" if where == "a file" else f"is under {blocker}, which is a file"
+    assert err == f"lm-eval-longctx error: --output-dir {out} {expected}, not a folder; give a folder path (new or existing)."
+
+
+def test_output_dir_under_a_read_only_folder_is_one_line(read_only_dir, capsys, monkeypatch):
+    monkeypatch.setattr(report, "load_runs", lambda paths: pytest.fail("read the inputs before checking the output"))
+    out = read_only_dir / "report"
+    assert main(["report", str(FIXTURES / "rope_none"), "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lm-eval-longctx error: --output-dir {out}: cannot write in {read_only_dir} (")
+    assert err.endswith("give a folder you can write to.")
+
+
+def test_default_output_dir_is_checked_too(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    monkeypatch.setattr(report, "default_output_dir", lambda first: blocker)
+    assert main(["report", str(FIXTURES / "rope_none")]) == 2
+    assert f"--output-dir {blocker} is a file" in capsys.readouterr().err
+
+
+def test_nothing_to_report_is_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"lm-eval-longctx error: nothing to report: {tmp_path / 'a'}: no such file or folder.")
+    assert f" | {tmp_path / 'b'}: no such file or folder." in line
+
+
+@pytest.mark.parametrize("content", ["", "null\n", "{oops\n", '{"doc": "x", "exact": 1}\n'])
+def test_damaged_samples_file_falls_back_to_the_results_json(tmp_path, content):
+    run = copy_run("rope_none", tmp_path)
+    (samples,) = run.rglob("samples_longctx_kv_*.jsonl")
+    samples.write_text(content)
+    result = report.load_run(results_json(run)).tasks["longctx_kv"]
+    assert result.by_depth_length is None and result.by_length  # the JSON's per-length cells
+    assert "unreadable" in result.notes[0] and "used the results JSON only" in result.notes[0]

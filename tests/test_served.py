@@ -47,7 +47,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _post(url: str, body: dict, timeout: float = 120) -> dict:
+def _post(url: str, body: dict, timeout: float = 600) -> dict:  # a hang guard
     request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.load(response)
@@ -64,7 +64,7 @@ class LlamaServer:
         self.log = log
         with open(log, "w") as sink:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600  # a guard against a hung start, not a speed check
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"llama_cpp.server exited with {self.process.returncode}: {log.read_text()[-2000:]}")
@@ -74,7 +74,7 @@ class LlamaServer:
             except OSError:
                 time.sleep(0.5)
         self.stop()
-        raise RuntimeError(f"llama_cpp.server did not start in 120 s: {log.read_text()[-2000:]}")
+        raise RuntimeError(f"llama_cpp.server did not start in 600 s: {log.read_text()[-2000:]}")
 
     def count_tokens(self, text: str) -> int:
         return _post(f"{self.url}/extras/tokenize/count", {"input": text})["count"]
@@ -226,11 +226,20 @@ def test_server_context_shorter_than_the_prompt_names_length_and_fix(server, smo
 
 
 class _Proxy:
-    """Forwards to the server; with ``hang_below`` set, never answers real (non-check) requests
-    whose prompt is shorter than that many characters. Counts the real requests it forwards."""
+    """Stands between lm-eval and the server, so that fault tests hold requests by design.
 
-    def __init__(self, upstream: str, hang_below: int | None):
-        self.upstream, self.hang_below, self.forwarded = upstream, hang_below, 0
+    With ``hold_below`` set, a real (non-check) request whose prompt is shorter than that many
+    characters is held, unanswered, until ``close()``: lm-eval's timeout always fires on it.
+    Every other request is forwarded, and the client's timeout can never fire on it, however
+    slow the server is: the status line and headers go out at once, then a space every 0.2 s
+    while the server works (JSON allows leading whitespace; HTTP/1.0 ends the body when the
+    connection closes), then the server's JSON. ``requests`` times out only on a silence
+    longer than its timeout, so a verdict never depends on how fast the machine computes.
+    Counts the real requests it forwards.
+    """
+
+    def __init__(self, upstream: str, hold_below: int | None):
+        self.upstream, self.hold_below, self.forwarded = upstream, hold_below, 0
         self.release = threading.Event()
         proxy = self
 
@@ -238,18 +247,30 @@ class _Proxy:
             def log_message(self, *args):
                 pass
 
-            def _forward(self, body: bytes | None):
+            def _fetch(self, body: bytes | None) -> bytes:
                 request = urllib.request.Request(proxy.upstream + self.path, body, {"Content-Type": "application/json"})
                 try:
-                    with urllib.request.urlopen(request, timeout=300) as response:
-                        status, data = response.status, response.read()
+                    with urllib.request.urlopen(request) as response:
+                        return response.read()
                 except urllib.error.HTTPError as error:
-                    status, data = error.code, error.read()
-                self.send_response(status)
+                    return error.read()  # the server's error body, e.g. a context-size refusal
+                except OSError as error:  # the server stopped (end of the module) while the client had given up
+                    return json.dumps({"error": {"message": f"test proxy: the server did not answer ({error})"}}).encode()
+
+            def _forward(self, body: bytes | None):
+                self.send_response(200)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                self.wfile.flush()
+                answer: list[bytes] = []
+                worker = threading.Thread(target=lambda: answer.append(self._fetch(body)), daemon=True)
+                worker.start()
+                while worker.is_alive():
+                    worker.join(0.2)
+                    if worker.is_alive():
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                self.wfile.write(answer[0] if answer else b"{}")
 
             def do_GET(self):
                 self._forward(None)
@@ -257,9 +278,9 @@ class _Proxy:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 probe = self.headers.get("X-Longctx-Probe") == "1"
-                prompt = json.loads(body).get("prompt", "")
-                if not probe and proxy.hang_below and len(prompt) < proxy.hang_below:
-                    proxy.release.wait(120)  # the client gives up first
+                prompt = json.loads(body).get("prompt")
+                if not probe and proxy.hold_below and isinstance(prompt, str) and len(prompt) < proxy.hold_below:
+                    proxy.release.wait()  # held until the test is done: the client gives up first
                     return
                 if not probe:
                     proxy.forwarded += 1
@@ -277,9 +298,10 @@ class _Proxy:
 
 def test_timeout_mid_run_names_the_length_and_use_cache_keeps_finished_answers(server, smollm2_dir, tmp_path):
     cache = tmp_path / "cache" / "served"
-    # lm-eval sends the longest prompts first: the 640-token ones get answered, then the proxy
-    # holds the 256-token ones (about 1,000 characters; the 640-token ones are about 2,500).
-    slow = _Proxy(server.url, hang_below=1800)
+    # lm-eval sends the longest prompts first: the 640-token ones get answered (however slowly:
+    # the proxy keeps the timeout off them), then the proxy holds the 256-token ones (about
+    # 1,000 characters; the 640-token ones are about 2,500) until the run has failed.
+    slow = _Proxy(server.url, hold_below=1800)
     try:
         args = served_args(f"{slow.url}/v1/completions", smollm2_dir, "longctx_passkey", tmp_path / "o1", extra=",timeout=4")
         out = lm_eval([*args, "--use_cache", str(cache)], tmp_path)
@@ -291,7 +313,7 @@ def test_timeout_mid_run_names_the_length_and_use_cache_keeps_finished_answers(s
     assert f"kept in {cache}_rank*.db" in last
     assert slow.forwarded == 2  # the two 640-token prompts were answered before the fault
 
-    fast = _Proxy(server.url, hang_below=None)
+    fast = _Proxy(server.url, hold_below=None)
     try:
         args = served_args(f"{fast.url}/v1/completions", smollm2_dir, "longctx_passkey", tmp_path / "o2")
         out = lm_eval([*args, "--use_cache", str(cache)], tmp_path)
@@ -307,7 +329,7 @@ def test_timeout_mid_run_names_the_length_and_use_cache_keeps_finished_answers(s
 def test_timeout_with_concurrent_requests_is_one_clear_line(server, smollm2_dir, tmp_path):
     # num_concurrent > 1 takes lm-eval's aiohttp path: no request body to name the length by,
     # and other pending requests die with the run; still one line, last, no traceback.
-    slow = _Proxy(server.url, hang_below=1800)
+    slow = _Proxy(server.url, hold_below=1800)
     try:
         extra = ",timeout=4,num_concurrent=2"
         out = lm_eval(served_args(f"{slow.url}/v1/completions", smollm2_dir, "longctx_passkey", tmp_path / "o", extra=extra), tmp_path)

@@ -1,0 +1,310 @@
+"""Every patch of third-party code, in one place, each with the versions it was written for.
+
+Written for lm-eval 0.4.13 and transformers 5.23-5.24 (torch 2.x, tqdm 4.x). Each patch says
+what it relies on; tests/test_compat.py checks exactly that against the installed versions
+and fails naming the patch when a release changes it. Nothing heavy is imported at module
+level: the start-up hook (``_autoload``) imports this module only once lm-eval itself is
+being imported, and the rotary patch imports torch and transformers when it runs.
+"""
+
+import contextlib
+import logging
+import sys
+
+WRITTEN_FOR = {"lm_eval": "0.4.13", "transformers": "5.23-5.24"}
+
+
+# --------------------------------------------------------------------------- lm-eval: plugins
+
+# lm-eval 0.4.13 loads no plugins (no entry_points() call anywhere). A newer lm-eval that
+# loads them itself gets our "lm_eval.models" / "lm_eval.tasks" entry points from
+# pyproject.toml, so each patch below steps aside when its module mentions entry_points(.
+ENTRY_POINTS_MARK = "entry_points("
+
+
+def loads_entry_points(module) -> bool:
+    """True when an lm-eval module discovers plugins itself (releases after 0.4.13)."""
+    path = getattr(module, "__file__", None)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return ENTRY_POINTS_MARK in fh.read()
+    except (OSError, TypeError):
+        return False
+
+
+def patch_task_manager(module) -> None:
+    """lm-eval 0.4.13 ``lm_eval/tasks/manager.py``: ``TaskManager.__init__(self, verbosity=None,
+    include_path=None, include_defaults=True, metadata=None)`` indexes only its own tasks and
+    ``include_path``. Wrapped to put our task folder first on ``include_path``."""
+    from lm_eval_longctx.registration import with_our_tasks
+
+    manager_cls = getattr(module, "TaskManager", None)
+    if manager_cls is None or getattr(manager_cls, "_longctx_patched", False) or loads_entry_points(module):
+        return
+    original_init = manager_cls.__init__
+
+    def __init__(self, verbosity=None, include_path=None, include_defaults=True, metadata=None):
+        if include_defaults:
+            include_path = with_our_tasks(include_path)
+        original_init(self, verbosity, include_path, include_defaults, metadata)
+
+    __init__.__doc__ = original_init.__doc__
+    __init__.__wrapped__ = original_init
+    manager_cls.__init__ = __init__
+    manager_cls._longctx_patched = True
+
+
+def register_model(models_module) -> None:
+    """lm-eval 0.4.13 ``lm_eval/api/registry.py``: ``model_registry.register(name, target="mod:Class")``
+    names a model lazily. Hooked on ``lm_eval.models``, not on the registry: lm-eval imports its
+    built-in models only while the registry is empty, so registering earlier would hide them."""
+    from lm_eval.api import registry as registry_module
+
+    from lm_eval_longctx.registration import MODEL_NAME, MODEL_TARGET
+
+    registry = registry_module.model_registry
+    if loads_entry_points(registry_module) or MODEL_NAME in registry:
+        return
+    registry.register(MODEL_NAME, target=MODEL_TARGET)
+
+
+# --------------------------------------------------------------------------- lm-eval: the CLI
+
+
+def fail(message: str) -> None:
+    """Print one error line as the last thing on stderr, then exit 2.
+
+    tqdm 4.x keeps open bars in the class attribute ``tqdm._instances``; an open bar would
+    redraw itself after our line at exit, so each is closed first. With ``num_concurrent`` > 1,
+    lm-eval 0.4.13's other pending aiohttp requests die with the run and asyncio (the stdlib's
+    ``asyncio`` logger) would print "Task exception was never retrieved" for each, after our line.
+    """
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or ()):
+        try:
+            bar.close()
+        except Exception:
+            pass
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    sys.stderr.write(f"\nlm-eval-longctx error: {message}\n")
+    raise SystemExit(2) from None
+
+
+# lm-eval 0.4.13 ``lm_eval/_cli/utils.py``: ``try_parse_json`` raises this for a value with a
+# "{" that is not JSON, from inside argparse (``MergeDictAction``), as a traceback.
+INVALID_JSON = ("Invalid JSON: ", ". Hint: Use double quotes for JSON strings.")
+# Run options of lm-eval 0.4.13 parsed by MergeDictAction (their first value may be JSON).
+DICT_OPTIONS = {"--model_args": "--model_args", "-a": "--model_args", "--metadata": "--metadata"}
+# lm-eval 0.4.13 ``evaluator.simple_evaluate`` passes these to the model beside --model_args
+# (``create_from_arg_obj(model_args, {"batch_size", "max_batch_size", "device"})``) when not
+# None; ``EvaluatorConfig`` gives batch_size=1 and device="cuda:0" by default.
+OWN_MODEL_ARGS = ("batch_size", "max_batch_size", "device")
+# lm-eval 0.4.13 registers ``HFLM`` as these (``@register_model("hf-auto", "hf", "huggingface")``).
+STOCK_HF_MODELS = ("hf", "hf-auto", "huggingface")
+
+
+def _failed_json_option(message: str, argv: list[str]) -> tuple[str, str] | None:
+    """Return (option, value) of an lm-eval "Invalid JSON" argument error, else None."""
+    head, tail = INVALID_JSON
+    if not (message.startswith(head) and message.endswith(tail)):
+        return None
+    value = message[len(head) : -len(tail)]
+    for i, arg in enumerate(argv):
+        if arg == value and i and argv[i - 1] in DICT_OPTIONS:
+            return DICT_OPTIONS[argv[i - 1]], value
+        flag, eq, rest = arg.partition("=")
+        if eq and flag in DICT_OPTIONS and rest == value:
+            return DICT_OPTIONS[flag], value
+    return None
+
+
+def _run_setting(args, name: str):
+    """Return the value lm-eval 0.4.13 will use for a run option: the CLI's, else EvaluatorConfig's default."""
+    value = getattr(args, name, None)
+    if value or value == 0:
+        return value
+    from dataclasses import fields
+
+    from lm_eval.config.evaluate_config import EvaluatorConfig
+
+    return {f.name: f.default for f in fields(EvaluatorConfig)}[name]
+
+
+def run_argument_problem(args) -> str | None:
+    """Return a one-line error for ``lm_eval run`` arguments lm-eval would fail on late, else None."""
+    from lm_eval_longctx import arg_errors
+
+    model_args = getattr(args, "model_args", None)
+    if not isinstance(model_args, dict):
+        return None
+    for name in OWN_MODEL_ARGS:
+        if name in model_args and _run_setting(args, name) is not None:
+            return arg_errors.twice_given(name, model_args[name], _run_setting(args, name))
+    model = getattr(args, "model", None) or (None if getattr(args, "config", None) else _run_setting(args, "model"))
+    if model in STOCK_HF_MODELS:
+        return arg_errors.missing_pretrained(model_args.get("pretrained"))
+    return None
+
+
+def patch_cli(module) -> None:
+    """lm-eval 0.4.13 ``lm_eval/_cli/harness.py``: ``HarnessCLI.parse_args(self)`` and
+    ``HarnessCLI.execute(self, args)``, called by ``lm_eval.__main__.cli_evaluate``.
+
+    Wrapped so that our errors (LongCtxError), faults of served runs and the lm-eval argument
+    mistakes users commonly make print one line with the fix instead of a traceback; every other
+    error keeps lm-eval's own message.
+    """
+    harness = getattr(module, "HarnessCLI", None)
+    if harness is None or getattr(harness, "_longctx_patched", False):
+        return
+    original_parse, original_execute = harness.parse_args, harness.execute
+
+    def parse_args(self):
+        try:
+            return original_parse(self)
+        except ValueError as exc:
+            failed = _failed_json_option(str(exc), sys.argv)
+            if failed is None:
+                raise
+            from lm_eval_longctx import arg_errors
+
+            fail(arg_errors.invalid_json(*failed))
+
+    def execute(self, args):
+        from lm_eval_longctx.errors import LongCtxError
+
+        problem = run_argument_problem(args)
+        if problem:
+            fail(problem)
+        try:
+            return original_execute(self, args)
+        except LongCtxError as exc:
+            fail(str(exc))
+        except Exception as exc:
+            # A served run's request failed (timeout, server gone): say which length and the fix.
+            from lm_eval_longctx.served import explain
+
+            message = explain(exc, getattr(args, "use_cache", None))
+            if message is None:
+                raise
+            fail(message)
+
+    parse_args.__wrapped__ = original_parse
+    execute.__wrapped__ = original_execute
+    harness.parse_args = parse_args
+    harness.execute = execute
+    harness._longctx_patched = True
+
+
+# --------------------------------------------------------------------------- lm-eval: aggregation
+
+# lm-eval 0.4.13 ``lm_eval/evaluator_utils.py`` logs, on its module logger, "[<task>] ...
+# not scored on the same number of documents ..." when a task's metrics cover different
+# document counts.
+SAME_COUNT_LOGGER = "lm_eval.evaluator_utils"
+SAME_COUNT_TEXT = "not scored on the same number"
+
+
+class SameCountWarningFilter(logging.Filter):
+    """Drop lm-eval's "not scored on the same number of documents" warning for our tasks.
+
+    Our per-length and per-depth metrics cover a subset of the documents by design, and the
+    group score aggregates only metrics every document has, so the warning's concern
+    (mis-weighted group scores) does not apply to them.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("[longctx_") and SAME_COUNT_TEXT in message)
+
+
+def quiet_same_count_warning() -> None:
+    """Install ``SameCountWarningFilter`` on lm-eval's logger (once)."""
+    logger = logging.getLogger(SAME_COUNT_LOGGER)
+    if not any(isinstance(f, SameCountWarningFilter) for f in logger.filters):
+        logger.addFilter(SameCountWarningFilter())
+
+
+def aggregate_cells_over_their_docs() -> None:
+    """Make lm-eval aggregate our tasks' per-cell metrics over the documents of each cell.
+
+    Patch of lm-eval 0.4.13 ``lm_eval.evaluator_utils._compute_task_aggregations(task,
+    raw_metrics, bootstrap_iters)``, which rank 0 calls after gathering every rank's values: for
+    a task that marks itself ``longctx_cells = True``, it gets ``cells.members_only(raw_metrics)``
+    (see ``cells``: why stripping before lm-eval aggregates keeps its own numbers). Other tasks
+    are untouched. Idempotent.
+    """
+    import inspect
+
+    import lm_eval
+    from lm_eval import evaluator_utils
+
+    from lm_eval_longctx.cells import members_only
+    from lm_eval_longctx.errors import LongCtxError
+
+    original = getattr(evaluator_utils, "_compute_task_aggregations", None)
+    if getattr(original, "longctx_cells", False):
+        return
+    if original is None or list(inspect.signature(original).parameters)[:2] != ["task", "raw_metrics"]:
+        raise LongCtxError(
+            f"lm-eval {getattr(lm_eval, '__version__', '?')} aggregates metrics differently from "
+            "lm-eval 0.4.13, which the longctx per-cell metrics were written for; install "
+            "lm-eval==0.4.13 (pip install 'lm-eval==0.4.13')."
+        )
+
+    def _compute_task_aggregations(task, raw_metrics, *args, **kwargs):
+        if getattr(task, "longctx_cells", False):
+            raw_metrics = members_only(raw_metrics)
+        return original(task, raw_metrics, *args, **kwargs)
+
+    _compute_task_aggregations.longctx_cells = True
+    _compute_task_aggregations.__wrapped__ = original
+    evaluator_utils._compute_task_aggregations = _compute_task_aggregations
+
+
+# --------------------------------------------------------------------------- transformers: RoPE
+
+# transformers 5.23-5.24 ``modeling_rope_utils``: a rotary module (``LlamaRotaryEmbedding`` and
+# the like) holds ``rope_type``, ``inv_freq`` (a buffer), ``original_inv_freq``,
+# ``original_max_seq_len``, ``max_seq_len_cached`` and ``config``; ``dynamic_rope_update``
+# recomputes ``inv_freq`` in forward only while ``"dynamic" in rope_type``, with
+# ``ROPE_INIT_FUNCTIONS["dynamic"](config, device, seq_len=...)``.
+
+
+def _fresh_inv_freq(rotary, prompt_len: int):
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    if prompt_len <= rotary.original_max_seq_len:
+        return rotary.original_inv_freq.clone()  # a fresh model keeps its init frequencies up to native
+    import torch
+
+    # The very call a fresh model's dynamic_rope_update makes at prefill (a tensor seq_len, same math).
+    seq_len = torch.tensor(prompt_len, device=rotary.original_inv_freq.device)
+    inv_freq, _ = ROPE_INIT_FUNCTIONS["dynamic"](rotary.config, rotary.original_inv_freq.device, seq_len=seq_len)
+    return inv_freq
+
+
+@contextlib.contextmanager
+def fixed_ntk_base(model, prompt_len: int):
+    """Inside, every dynamic-NTK rotary module uses the base a fresh model picks for a
+    ``prompt_len``-token prompt, and keeps it while decoding; on exit each is fresh again.
+
+    "The base its own length implies" is the prompt's token count, not prompt plus generated
+    tokens: transformers would grow the base at each decoding step past that, while the cached
+    keys keep the old rotation (transformers issue #25104). Other modules are left alone.
+    """
+    rotaries = [
+        module
+        for module in model.modules()
+        if getattr(module, "rope_type", None) == "dynamic" and hasattr(module, "original_inv_freq")
+    ]
+    for rotary in rotaries:
+        rotary.register_buffer("inv_freq", _fresh_inv_freq(rotary, prompt_len), persistent=False)
+        rotary.rope_type = "default"  # dynamic_rope_update recomputes only modules named "dynamic"
+    try:
+        yield
+    finally:
+        for rotary in rotaries:
+            rotary.rope_type = "dynamic"
+            rotary.register_buffer("inv_freq", rotary.original_inv_freq.clone(), persistent=False)
+            rotary.max_seq_len_cached = rotary.original_max_seq_len

@@ -1,0 +1,285 @@
+"""What each patch in lm_eval_longctx/compat.py relies on, checked against the installed versions.
+
+compat.py was written for lm-eval 0.4.13 and transformers 5.23-5.24. When a release changes
+an internal a patch depends on, the test of that patch fails with a message naming it.
+"""
+
+import inspect
+import logging
+
+import pytest
+
+from lm_eval_longctx import compat
+
+CHANGED = "lm-eval changed since 0.4.13: {what}. Update lm_eval_longctx/compat.py ({patch}) and this test."
+CHANGED_TF = "transformers changed since 5.24: {what}. Update lm_eval_longctx/compat.py ({patch}) and this test."
+
+
+def _params(function) -> list[str]:
+    function = inspect.unwrap(function)
+    return list(inspect.signature(function).parameters)
+
+
+# --------------------------------------------------------------------------- lm-eval: plugins
+
+
+def test_task_manager_init_takes_the_arguments_our_wrapper_passes_by_position():
+    from lm_eval.tasks.manager import TaskManager
+
+    got = _params(TaskManager.__init__)
+    assert got == ["self", "verbosity", "include_path", "include_defaults", "metadata"], CHANGED.format(
+        what=f"TaskManager.__init__ takes {got}", patch="patch_task_manager"
+    )
+
+
+def test_lm_eval_0_4_13_loads_no_plugins_so_our_patches_apply():
+    import lm_eval.api.registry
+    import lm_eval.tasks.manager
+
+    for module in (lm_eval.tasks.manager, lm_eval.api.registry):
+        assert not compat.loads_entry_points(module), CHANGED.format(
+            what=f"{module.__name__} now loads entry points itself (our hook steps aside; is that intended?)",
+            patch="loads_entry_points",
+        )
+
+
+def test_model_registry_registers_lazily_and_knows_hf_by_its_three_names():
+    from lm_eval.api.registry import get_model, model_registry
+    from lm_eval.models.huggingface import HFLM
+
+    register = inspect.signature(model_registry.register).parameters
+    assert "target" in register and register["target"].kind is inspect.Parameter.KEYWORD_ONLY, CHANGED.format(
+        what=f"model_registry.register takes {list(register)}, not target=", patch="register_model"
+    )
+    assert hasattr(model_registry, "__contains__"), CHANGED.format(what="model_registry has no 'in'", patch="register_model")
+    for name in compat.STOCK_HF_MODELS:
+        assert get_model(name) is HFLM, CHANGED.format(what=f"{name!r} is no longer HFLM", patch="STOCK_HF_MODELS")
+
+
+# --------------------------------------------------------------------------- lm-eval: the CLI
+
+
+def test_harness_cli_parses_then_executes():
+    from lm_eval.__main__ import cli_evaluate
+    from lm_eval._cli.harness import HarnessCLI
+
+    assert _params(HarnessCLI.parse_args) == ["self"], CHANGED.format(
+        what="HarnessCLI.parse_args(self) changed", patch="patch_cli"
+    )
+    assert _params(HarnessCLI.execute) == ["self", "args"], CHANGED.format(
+        what="HarnessCLI.execute(self, args) changed", patch="patch_cli"
+    )
+    source = inspect.getsource(cli_evaluate)
+    assert "parse_args()" in source and "execute(args)" in source, CHANGED.format(
+        what="lm_eval.__main__.cli_evaluate no longer calls HarnessCLI.parse_args then .execute", patch="patch_cli"
+    )
+
+
+def test_invalid_json_error_text_is_the_one_we_recognise():
+    from lm_eval._cli.utils import try_parse_json
+
+    value = '{"max_seq_lengths": [256],}'
+    with pytest.raises(ValueError) as caught:
+        try_parse_json(value)
+    head, tail = compat.INVALID_JSON
+    assert str(caught.value) == f"{head}{value}{tail}", CHANGED.format(
+        what=f"try_parse_json now says {str(caught.value)!r}", patch="INVALID_JSON"
+    )
+
+
+def test_model_args_and_metadata_are_parsed_by_merge_dict_action():
+    from lm_eval._cli.harness import HarnessCLI
+    from lm_eval._cli.utils import MergeDictAction
+
+    run = HarnessCLI()._subparsers.choices["run"]
+    by_flag = {flag: action for action in run._actions for flag in action.option_strings}
+    for flag, dest in compat.DICT_OPTIONS.items():
+        assert flag in by_flag and isinstance(by_flag[flag], MergeDictAction), CHANGED.format(
+            what=f"{flag} is no longer read by MergeDictAction", patch="DICT_OPTIONS"
+        )
+        assert by_flag[flag] is by_flag[dest]
+
+
+def test_lm_eval_passes_batch_size_max_batch_size_and_device_to_the_model_itself():
+    from dataclasses import fields
+
+    from lm_eval import evaluator
+    from lm_eval.api.model import LM
+    from lm_eval.config.evaluate_config import EvaluatorConfig
+
+    defaults = {f.name: f.default for f in fields(EvaluatorConfig)}
+    assert (defaults["batch_size"], defaults["max_batch_size"], defaults["device"]) == (1, None, "cuda:0"), (
+        CHANGED.format(what=f"EvaluatorConfig defaults changed: {defaults}", patch="OWN_MODEL_ARGS")
+    )
+    source = inspect.getsource(evaluator.simple_evaluate)
+    for name in compat.OWN_MODEL_ARGS:
+        assert f'"{name}": {name}' in source, CHANGED.format(
+            what=f"simple_evaluate no longer passes {name} beside model_args", patch="OWN_MODEL_ARGS"
+        )
+
+    class Dummy(LM):
+        def __init__(self, **kwargs):
+            pass
+
+        loglikelihood = loglikelihood_rolling = generate_until = None
+
+    with pytest.raises(TypeError, match="multiple values for keyword argument 'batch_size'"):
+        Dummy.create_from_arg_obj({"batch_size": 2}, {"batch_size": 1})
+
+
+def test_open_progress_bars_are_listed_where_fail_closes_them():
+    import tqdm
+
+    bar = tqdm.tqdm(total=3, disable=False)
+    try:
+        assert bar in tqdm.tqdm._instances, "tqdm changed: open bars are no longer in tqdm._instances (compat.fail)"
+    finally:
+        bar.close()
+
+
+def test_fail_closes_open_bars_quiets_asyncio_and_exits_2(capsys):
+    import tqdm
+
+    bar = tqdm.tqdm(total=3, disable=False)
+    asyncio_logger = logging.getLogger("asyncio")
+    level = asyncio_logger.level
+    try:
+        with pytest.raises(SystemExit) as caught:
+            compat.fail("the message")
+        assert caught.value.code == 2
+        assert bar not in tqdm.tqdm._instances  # closed: it will not redraw after our line
+        assert asyncio_logger.level == logging.CRITICAL
+        assert capsys.readouterr().err.strip().splitlines()[-1] == "lm-eval-longctx error: the message"
+    finally:
+        asyncio_logger.setLevel(level)
+        bar.close()
+
+
+# --------------------------------------------------------------------------- lm-eval: aggregation
+
+
+class _Task:
+    def __init__(self, name):
+        self.task_name = name
+
+    def aggregation(self):
+        from lm_eval.api.metrics import mean
+
+        return {"exact": mean, "exact_len_256": mean}
+
+
+@pytest.mark.parametrize("task, shown", [("longctx_kv", False), ("niah_single_1", True)])
+def test_same_count_warning_is_dropped_for_our_tasks_only(caplog, task, shown):
+    from lm_eval import evaluator_utils
+
+    assert evaluator_utils.eval_logger.name == compat.SAME_COUNT_LOGGER, CHANGED.format(
+        what=f"evaluator_utils logs on {evaluator_utils.eval_logger.name!r}", patch="SAME_COUNT_LOGGER"
+    )
+    compat.quiet_same_count_warning()
+    compat.quiet_same_count_warning()  # idempotent
+    logger = logging.getLogger(compat.SAME_COUNT_LOGGER)
+    assert sum(isinstance(f, compat.SameCountWarningFilter) for f in logger.filters) == 1
+    raw = {("exact", "none"): [1.0, 0.0], ("exact_len_256", "none"): [1.0]}
+    with caplog.at_level(logging.WARNING, logger=compat.SAME_COUNT_LOGGER):
+        evaluator_utils._compute_task_aggregations(_Task(task), raw, bootstrap_iters=0)
+    warned = [r.getMessage() for r in caplog.records if compat.SAME_COUNT_TEXT in r.getMessage()]
+    if shown:
+        assert warned, CHANGED.format(
+            what=f"_compute_task_aggregations no longer warns {compat.SAME_COUNT_TEXT!r}", patch="SAME_COUNT_TEXT"
+        )
+        assert warned[0].startswith(f"[{task}]"), CHANGED.format(
+            what=f"the warning no longer starts with [task]: {warned[0]!r}", patch="SameCountWarningFilter"
+        )
+    else:
+        assert not warned
+
+
+def test_compute_task_aggregations_takes_task_and_raw_metrics_first():
+    from lm_eval import evaluator_utils
+
+    got = _params(evaluator_utils._compute_task_aggregations)
+    assert got[:2] == ["task", "raw_metrics"], CHANGED.format(
+        what=f"evaluator_utils._compute_task_aggregations takes {got}", patch="aggregate_cells_over_their_docs"
+    )
+
+
+def test_cells_are_aggregated_over_their_own_documents_only():
+    from lm_eval import evaluator_utils
+
+    compat.aggregate_cells_over_their_docs()
+    compat.aggregate_cells_over_their_docs()  # idempotent: wrapped once
+    assert not getattr(evaluator_utils._compute_task_aggregations.__wrapped__, "longctx_cells", False)
+    ours = _Task("longctx_kv")
+    ours.longctx_cells = True
+    raw = {("exact", "none"): [1.0, 0.0, 1.0], ("exact_len_256", "none"): [1.0, None, None], ("exact_len_512", "none"): [None] * 3}
+    metrics, _ = evaluator_utils._compute_task_aggregations(ours, raw, bootstrap_iters=0)
+    assert metrics["exact_len_256,none"] == 1.0  # the mean over its one document, not over three
+    assert "exact_len_512,none" not in metrics  # no document: no entry, never a placeholder
+    theirs, _ = evaluator_utils._compute_task_aggregations(_Task("other"), {("exact", "none"): [1.0, 0.0]}, bootstrap_iters=0)
+    assert theirs["exact,none"] == 0.5
+
+
+# --------------------------------------------------------------------------- transformers: RoPE
+
+
+def _rotary(rope_type: str):
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    parameters = {"rope_type": rope_type, "rope_theta": 10000.0}
+    if rope_type == "dynamic":
+        parameters["factor"] = 2.0
+    config = LlamaConfig(hidden_size=32, num_attention_heads=2, max_position_embeddings=64, rope_parameters=parameters)
+    return LlamaRotaryEmbedding(config)
+
+
+def test_rotary_module_has_what_fixed_ntk_base_sets_and_reads():
+    rotary = _rotary("dynamic")
+    for name in ("rope_type", "inv_freq", "original_inv_freq", "original_max_seq_len", "max_seq_len_cached", "config"):
+        assert hasattr(rotary, name), CHANGED_TF.format(
+            what=f"rotary modules have no {name}", patch="fixed_ntk_base / _fresh_inv_freq"
+        )
+    assert rotary.rope_type == "dynamic" and rotary.original_max_seq_len == 64
+
+
+def test_dynamic_init_function_takes_config_device_and_seq_len():
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    assert "dynamic" in ROPE_INIT_FUNCTIONS, CHANGED_TF.format(what="no ROPE_INIT_FUNCTIONS['dynamic']", patch="_fresh_inv_freq")
+    got = _params(ROPE_INIT_FUNCTIONS["dynamic"])
+    assert got[:2] == ["config", "device"] and "seq_len" in got, CHANGED_TF.format(
+        what=f"ROPE_INIT_FUNCTIONS['dynamic'] takes {got}", patch="_fresh_inv_freq"
+    )
+
+
+def test_forward_recomputes_inv_freq_only_while_rope_type_is_dynamic():
+    import torch
+
+    long_positions = torch.arange(200)[None]
+    x = torch.zeros(1, 200, 32)
+    rotary = _rotary("dynamic")
+    rotary(x, long_positions)
+    assert not torch.equal(rotary.inv_freq, rotary.original_inv_freq), CHANGED_TF.format(
+        what="a dynamic rotary module no longer grows its base past original_max_seq_len", patch="fixed_ntk_base"
+    )
+    rotary = _rotary("dynamic")
+    rotary.rope_type = "default"  # what fixed_ntk_base does to keep its base
+    rotary(x, long_positions)
+    assert torch.equal(rotary.inv_freq, rotary.original_inv_freq), CHANGED_TF.format(
+        what="rope_type='default' no longer stops dynamic_rope_update", patch="fixed_ntk_base"
+    )
+
+
+def test_fixed_ntk_base_keeps_the_prompt_base_and_restores_the_module():
+    import torch
+
+    from lm_eval_longctx.compat import fixed_ntk_base
+
+    rotary = _rotary("dynamic")
+    model = torch.nn.Sequential(rotary)
+    with fixed_ntk_base(model, 128):
+        inside = rotary.inv_freq.clone()
+        rotary(torch.zeros(1, 200, 32), torch.arange(200)[None])  # decoding past the prompt
+        assert torch.equal(rotary.inv_freq, inside) and rotary.rope_type == "default"
+    assert not torch.equal(inside, rotary.original_inv_freq)  # 128 > 64 native: a larger base
+    assert rotary.rope_type == "dynamic" and torch.equal(rotary.inv_freq, rotary.original_inv_freq)
