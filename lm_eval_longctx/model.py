@@ -23,6 +23,7 @@ import logging
 from collections import defaultdict
 
 import torch
+import transformers
 from lm_eval.api.registry import model_registry
 from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import has_bos_prefix, normalize_gen_kwargs
@@ -34,6 +35,7 @@ from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.registration import MODEL_NAME
 
 logger = logging.getLogger(__name__)
+ROPE_LAYOUT = rope.layout_read_by(transformers.__version__)  # rope_parameters (5.x) or rope_scaling (4.x)
 
 
 def runtime_defaults(device, dtype, attn_implementation, *, cuda: bool, flash_attn: bool):
@@ -138,7 +140,7 @@ class HFLongCtxLM(HFLM):
     def _get_config(self, pretrained, **kwargs) -> None:
         super()._get_config(pretrained, **kwargs)
         # transformers computes rotary frequencies once, at init: the config must be right before.
-        self.rope_setup = rope.merge_rope(self._config.to_dict(), self._rope_spec, self._rope_theta)
+        self.rope_setup = rope.merge_rope(self._config.to_dict(), self._rope_spec, self._rope_theta, ROPE_LAYOUT)
         for key, value in self.rope_setup.config_updates.items():
             setattr(self._config, key, value)
 

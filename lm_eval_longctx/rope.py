@@ -336,19 +336,35 @@ def _check_against_model(config, spec, fail):
             fail(f"{key} has {len(spec[key])} numbers; this model's rotary dimension needs {pairs}")
 
 
-def merge_rope(config: Mapping, scaling: dict | None = None, theta: float | None = None) -> RopeSetup:
+def layout_read_by(transformers_version: str) -> str:
+    """Return the config key a transformers version reads RoPE from: rope_parameters from 5.0, rope_scaling before."""
+    return "rope_parameters" if int(transformers_version.split(".")[0]) >= 5 else "rope_scaling"
+
+
+def merge_rope(
+    config: Mapping, scaling: dict | None = None, theta: float | None = None, reads: str | None = None
+) -> RopeSetup:
     """Return the config updates that apply ``scaling`` and ``theta``, and the windows they give.
 
     The model's own ``rope_theta`` (and partial rotary factor) is kept unless ``theta`` overrides
     it; ``original_max_position_embeddings`` is filled where the kind needs it. With neither
     argument nothing changes and the effective window is the config's max_position_embeddings.
+    ``reads`` is the layout the installed transformers reads (``layout_read_by``; left out, the
+    config's own). A config saved by 5.x read by 4.x, which ignores ``rope_parameters`` and would
+    run with its default rope_theta, gets 4.x's layout written too, even with neither argument.
+    (5.x converts a 4.x-saved config itself; a remote-code config keeps the layout its code reads.)
     """
     current = rope_parameters_of(config)
     max_positions = config.get("max_position_embeddings")
+    own = _layout_of(config)
+    layouts = [own, reads] if own == "rope_parameters" and reads == "rope_scaling" else [own]
     if scaling is None and theta is None:
-        return RopeSetup({}, current, _native_window(config, current, {}), max_positions)
+        if len(layouts) == 1 or not _scalable(current):
+            return RopeSetup({}, current, _native_window(config, current, {}), max_positions)
+        translated = LAYOUTS[reads](config, current, {})  # the checkpoint's own settings, as 4.x reads them
+        return RopeSetup(translated, current, _native_window(config, current, {}), max_positions)
     given = f"rope_theta={theta!r}" if scaling is None else f"rope_scaling={scaling!r}"
-    if current is None or ("rope_type" not in current and "rope_theta" not in current):
+    if not _scalable(current):
         why = "has no RoPE settings" if current is None else "keeps one RoPE setting per layer type"
         raise LongCtxError(
             f"{given}: this model's config {why}, which hf-longctx cannot scale. Leave rope_scaling and "
@@ -358,7 +374,7 @@ def merge_rope(config: Mapping, scaling: dict | None = None, theta: float | None
     kept = {key: current[key] for key in MODEL_KEYS if key in current}
     if scaling is None:  # only the base changes; the checkpoint's own scaling and window stay
         new = {**current, "rope_theta": theta}
-        return RopeSetup(_shape(config)(config, new, {}), new, _native_window(config, current, {}), max_positions)
+        return RopeSetup(_updates(layouts, config, new, {}), new, _native_window(config, current, {}), max_positions)
 
     kind = KINDS[scaling["rope_type"]]
     fail = _failer(scaling, kind.example)
@@ -371,7 +387,7 @@ def merge_rope(config: Mapping, scaling: dict | None = None, theta: float | None
     _check_against_model(config, new, fail)
     window = round(native * new.get("factor", 1.0))
     stretched = {"max_position_embeddings": window if kind.stretches_config else native}
-    return RopeSetup(_shape(config)(config, new, stretched), new, native, window)
+    return RopeSetup(_updates(layouts, config, new, stretched), new, native, window)
 
 
 def _updates_v5(config, new, extra):
@@ -396,5 +412,20 @@ def _updates_v4(config, new, extra):
     return updates
 
 
-def _shape(config):
-    return _updates_v5 if "rope_parameters" in config else _updates_v4
+LAYOUTS = {"rope_parameters": _updates_v5, "rope_scaling": _updates_v4}
+
+
+def _layout_of(config):
+    return "rope_parameters" if config.get("rope_parameters") is not None else "rope_scaling"
+
+
+def _scalable(current):
+    # None: no RoPE; neither key: one setting per layer type (Gemma 3 style), which we do not scale.
+    return current is not None and ("rope_type" in current or "rope_theta" in current)
+
+
+def _updates(layouts, config, new, extra):
+    updates = {}
+    for layout in layouts:
+        updates.update(LAYOUTS[layout](config, new, extra))
+    return updates

@@ -109,8 +109,30 @@ def tokenizer_dir(request, bpe_tokenizer_dir, sp_tokenizer_dir):
     return bpe_tokenizer_dir if request.param == "bpe" else sp_tokenizer_dir
 
 
+def transformers_major() -> int:
+    """Return the installed transformers' major version (4: rope_scaling + rope_theta, 5: rope_parameters)."""
+    import transformers
+
+    return int(transformers.__version__.split(".")[0])
+
+
+def llama_config_args(**overrides) -> dict:
+    """Return LlamaConfig arguments for the installed transformers: ``rope_parameters`` (5.x form,
+    rope_theta inside) becomes ``rope_theta`` and ``rope_scaling`` on 4.x, which has no such argument."""
+    params = overrides.pop("rope_parameters", None)
+    if params is None or transformers_major() >= 5:
+        return overrides if params is None else {**overrides, "rope_parameters": params}
+    scaling = {key: value for key, value in params.items() if key != "rope_theta"}
+    rope_args = {"rope_scaling": None if scaling.get("rope_type", "default") == "default" else scaling}
+    if "rope_theta" in params:
+        rope_args["rope_theta"] = params["rope_theta"]
+    return {**overrides, **rope_args}
+
+
 def make_tiny_llama(path, tokenizer_dir, max_position_embeddings=512, seed=0, **config_overrides):
-    """Save a tiny random Llama (2 layers, 32 wide) with the given tokenizer into ``path``."""
+    """Save a tiny random Llama (2 layers, 32 wide) with the given tokenizer into ``path``.
+
+    ``config_overrides`` may give RoPE in the 5.x form (``rope_parameters``) on either version."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -126,7 +148,7 @@ def make_tiny_llama(path, tokenizer_dir, max_position_embeddings=512, seed=0, **
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
-        **config_overrides,
+        **llama_config_args(**config_overrides),
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)

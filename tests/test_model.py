@@ -1,4 +1,7 @@
-"""The ``hf-longctx`` model on tiny offline Llamas: RoPE merge, window rule, marking, dynamic NTK."""
+"""The ``hf-longctx`` model on tiny offline Llamas: RoPE merge, window rule, marking, dynamic NTK.
+
+Runs under transformers 5.x and, in scripts/test.sh's second environment, 4.x (marker ``tf4``).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from conftest import make_tiny_llama
+from conftest import llama_config_args, make_tiny_llama, transformers_major
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
@@ -20,6 +23,8 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from lm_eval_longctx import rope, window
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.model import HFLongCtxLM, cuda_devices_of, fixed_ntk_base, runtime_defaults
+
+pytestmark = pytest.mark.tf4
 
 WORDS = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 GREEDY = {"until": ["<<never>>"], "max_gen_toks": 8, "do_sample": False}
@@ -54,6 +59,11 @@ def either_family_dir(request, tiny_model_dir, sp_tokenizer_dir, tmp_path_factor
     if request.param == "bpe":
         return tiny_model_dir
     return make_tiny_llama(tmp_path_factory.mktemp("tiny_llama_sp"), sp_tokenizer_dir)
+
+
+def rope_parameters(model) -> dict:
+    """Return the built model's RoPE settings in one form on both versions (5.x form, rope_theta inside)."""
+    return rope.rope_parameters_of(model.config.to_dict())
 
 
 def load(model_dir, **model_args) -> HFLongCtxLM:
@@ -144,7 +154,7 @@ def test_registered_in_a_fresh_process(autoload):
 )
 def test_rope_forms_reach_the_built_model(tiny_model_dir, build):
     lm = build(tiny_model_dir)
-    assert lm.model.config.rope_parameters == {
+    assert rope_parameters(lm.model) == {
         "rope_type": "yarn",
         "factor": 4.0,
         "rope_theta": 500000.0,
@@ -167,7 +177,7 @@ KIND_SPECS = {
 def test_every_kind_builds_on_the_installed_transformers(theta_model_dir, kind):
     lm = load(theta_model_dir, rope_scaling=KIND_SPECS[kind])
     config = lm.model.config
-    params = config.rope_parameters
+    params = rope_parameters(lm.model)
     assert params["rope_type"] == kind
     assert params["rope_theta"] == 500000.0  # the model's own base, kept
     if rope.KINDS[kind].needs_original:
@@ -183,6 +193,91 @@ def test_linear_divides_the_model_s_own_frequencies(theta_model_dir):
     plain = load(theta_model_dir).model.model.rotary_emb.inv_freq
     scaled = load(theta_model_dir, rope_scaling="linear:2").model.model.rotary_emb.inv_freq
     torch.testing.assert_close(scaled, plain / 2)
+
+
+def test_every_kind_of_the_installed_transformers_is_covered():
+    ours = set(rope.KINDS) - {"default"}
+    theirs = set(ROPE_INIT_FUNCTIONS) - {"default"}
+    assert set(KIND_SPECS) == ours <= theirs  # each kind we take exists here and is built above and below
+    if transformers_major() < 5:
+        assert theirs == ours  # 4.x: every kind it has
+
+
+# Each KIND_SPECS setting as a user of the installed transformers writes it by hand for the theta
+# model (native window 512, rope_theta 500000): 5.x form, turned into 4.x's by llama_config_args.
+DIRECT = {
+    "linear": ({"rope_type": "linear", "factor": 2.0}, {"max_position_embeddings": 1024}),
+    "dynamic": ({"rope_type": "dynamic", "factor": 2.0}, {"max_position_embeddings": 512}),
+    "yarn": (
+        {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 512},
+        {"max_position_embeddings": 1024},
+    ),
+    "llama3": (
+        {"rope_type": "llama3", "factor": 2.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+         "original_max_position_embeddings": 512},
+        {"max_position_embeddings": 1024},
+    ),
+    "longrope": (  # Phi-3 style: the native window at the top level as well
+        {"rope_type": "longrope", "factor": 2.0, "short_factor": [1.0] * 4, "long_factor": [1.0, 2.0, 3.0, 4.0],
+         "original_max_position_embeddings": 512},
+        {"max_position_embeddings": 1024, "original_max_position_embeddings": 512},
+    ),
+}  # fmt: skip
+
+
+def saved_config(model_dir) -> dict:
+    return json.loads((Path(model_dir) / "config.json").read_text())
+
+
+def direct_model(model_dir, params, top_level):
+    """The model the installed transformers builds from a hand-written RoPE setting (theta 500000)."""
+    config = {k: v for k, v in saved_config(model_dir).items() if k not in ("rope_theta", "rope_scaling", "rope_parameters")}
+    config.update(top_level, **llama_config_args(rope_parameters={**params, "rope_theta": 500000.0}))
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        model_dir, config=transformers.LlamaConfig.from_dict(config), dtype=torch.float32, attn_implementation="sdpa"
+    ).eval()
+
+
+def assert_same_rope(ours, theirs):
+    """Same rotary frequencies and attention scaling, and the same logits on a prompt past the native window."""
+    mine, stock = ours.model.rotary_emb, theirs.model.rotary_emb
+    torch.testing.assert_close(mine.inv_freq, stock.inv_freq, rtol=0, atol=0)
+    assert mine.attention_scaling == stock.attention_scaling
+    ids = torch.tensor([random_tokens(700, seed=5)])  # > 512: longrope's long factors, dynamic's growth
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, theirs(ids).logits)
+
+
+@pytest.mark.parametrize("kind", KIND_SPECS)
+def test_every_kind_equals_the_model_its_transformers_builds_from_that_setting(theta_model_dir, kind):
+    lm = load(theta_model_dir, rope_scaling=KIND_SPECS[kind])
+    assert_same_rope(lm.model, direct_model(theta_model_dir, *DIRECT[kind]))
+
+
+def in_the_other_layout(config: dict) -> dict:
+    """Return a config.json as the other transformers major version saves it."""
+    config = dict(config)
+    if "rope_parameters" in config:  # 5.x saves rope_parameters only; 4.x saves rope_theta and rope_scaling
+        params = dict(config.pop("rope_parameters"))
+        config["rope_theta"] = params.pop("rope_theta")
+        config["rope_scaling"] = None if params["rope_type"] == "default" else params
+        return {**config, "transformers_version": "4.57.6"}
+    params = {**(config.pop("rope_scaling") or {"rope_type": "default"}), "rope_theta": config.pop("rope_theta")}
+    return {**config, "rope_parameters": params, "transformers_version": "5.0.0"}
+
+
+@pytest.mark.parametrize("spec", [None, "linear:2"])
+def test_a_checkpoint_saved_by_the_other_transformers_version_keeps_its_theta(theta_model_dir, tmp_path, spec):
+    # A 5.x-saved Llama read by 4.x: stock 4.x ignores rope_parameters and runs with rope_theta 10000.
+    import shutil
+
+    checkpoint = shutil.copytree(theta_model_dir, tmp_path / "other")
+    (checkpoint / "config.json").write_text(json.dumps(in_the_other_layout(saved_config(theta_model_dir))))
+    lm = load(str(checkpoint), **({"rope_scaling": spec} if spec else {}))
+    params, top_level = DIRECT["linear"] if spec else ({"rope_type": "default"}, {"max_position_embeddings": 512})
+    assert_same_rope(lm.model, direct_model(theta_model_dir, params, top_level))
+    assert rope_parameters(lm.model) == {**params, "rope_theta": 500000.0}
+    assert lm.max_length == top_level["max_position_embeddings"]
 
 
 @pytest.fixture
@@ -436,6 +531,20 @@ def test_dynamic_ntk_decoding_keeps_cached_keys_consistent(sharp_model_dir):
     # Stock transformers (issue #25104): the base grows while decoding, cached keys keep the old one.
     _, stock_cached, stock_recomputed = cached_and_recomputed(stock_model(sharp_model_dir, "dynamic:4"))
     assert (stock_cached - stock_recomputed).abs().max() > 0.1
+
+
+def test_dynamic_rotary_modules_have_what_fixed_ntk_base_sets(sharp_model_dir):
+    # fixed_ntk_base works on the rotary modules' own attributes: the installed transformers must have them.
+    lm = load(sharp_model_dir, rope_scaling="dynamic:4")
+    rotaries = [m for m in lm.model.modules() if getattr(m, "rope_type", None) == "dynamic"]
+    assert rotaries
+    for rotary in rotaries:
+        for name in ("inv_freq", "original_inv_freq", "original_max_seq_len", "max_seq_len_cached", "config"):
+            assert hasattr(rotary, name), f"{type(rotary).__name__} has no {name} in transformers {transformers.__version__}"
+    with fixed_ntk_base(lm.model, 900):
+        expected, _ = ROPE_INIT_FUNCTIONS["dynamic"](rotaries[0].config, "cpu", seq_len=900)
+        torch.testing.assert_close(rotaries[0].inv_freq, expected)
+        assert rotaries[0].rope_type != "dynamic"  # transformers' own per-forward update is off
 
 
 def test_rotary_modules_are_fresh_after_each_batch(sharp_model_dir):

@@ -6,6 +6,8 @@ import torch
 from lm_eval_longctx import model_args, window
 from lm_eval_longctx.errors import LongCtxError
 
+pytestmark = pytest.mark.tf4  # also run under transformers 4.x (scripts/test.sh)
+
 
 @pytest.mark.parametrize("value", [-1, 0, "abc", 1.5, True, "4k", [4096]])
 def test_a_bad_max_length_names_the_value_and_the_fix(value):

@@ -9,6 +9,8 @@ import pytest
 from lm_eval_longctx import rope
 from lm_eval_longctx.errors import LongCtxError
 
+pytestmark = pytest.mark.tf4  # also run under transformers 4.x (scripts/test.sh)
+
 # --- every form a user types ----------------------------------------------------------------
 
 SHORTHAND = {
@@ -429,3 +431,37 @@ def test_v4_theta_only_and_no_args():
     assert setup.config_updates == {}
     assert setup.rope_parameters == {"rope_type": "default", "rope_theta": 500000.0}
     assert (setup.native_window, setup.effective_window) == (4096, 4096)
+
+
+# --- the installed transformers reads one layout; a config.json may be saved in either ----------
+
+
+def test_layout_read_by_each_major_version():
+    assert rope.layout_read_by("4.57.6") == "rope_scaling"
+    assert rope.layout_read_by("5.0.0") == rope.layout_read_by("5.24.0") == "rope_parameters"
+
+
+def test_a_5x_saved_config_under_4x_gets_4x_s_layout_even_with_no_args():
+    # 4.x ignores rope_parameters: without this it would run with its default rope_theta (10000).
+    setup = rope.merge_rope(V5_LLAMA, reads="rope_scaling")
+    assert setup.config_updates == {"rope_scaling": None, "rope_theta": 500000.0}
+    assert (setup.native_window, setup.effective_window) == (4096, 4096)
+
+
+def test_a_5x_saved_config_under_4x_is_scaled_in_both_layouts():
+    setup = rope.merge_rope(V5_LLAMA, rope.parse_rope_scaling("yarn:4"), reads="rope_scaling")
+    nested = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096}
+    assert setup.config_updates == {
+        "rope_parameters": {**nested, "rope_theta": 500000.0},  # what provenance reads
+        "rope_scaling": {**nested, "type": "yarn"},  # what 4.x builds from
+        "rope_theta": 500000.0,
+        "max_position_embeddings": 16384,
+    }
+
+
+@pytest.mark.parametrize("config", [V4_LLAMA, V5_LLAMA], ids=["4x-config-under-5x", "5x-config-under-5x"])
+def test_under_5x_a_config_keeps_its_own_layout(config):
+    # 5.x converts a 4.x-saved Llama config itself; a remote-code config keeps the layout its code reads.
+    assert rope.merge_rope(config, reads="rope_parameters").config_updates == {}
+    updates = rope.merge_rope(config, rope.parse_rope_scaling("linear:2"), reads="rope_parameters").config_updates
+    assert updates == rope.merge_rope(config, rope.parse_rope_scaling("linear:2")).config_updates
