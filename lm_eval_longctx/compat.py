@@ -1,6 +1,7 @@
 """Every patch of third-party code, in one place, each with the versions it was written for.
 
-Written for lm-eval 0.4.13 and transformers 5.23-5.24 (torch 2.x, tqdm 4.x). Each patch says
+Written for lm-eval 0.4.13 and transformers 5.23-5.24 (torch 2.x, tqdm 4.x); the transformers
+patch also holds on 4.57.6 (scripts/test_tf4.sh runs tests/test_compat.py there). Each patch says
 what it relies on; tests/test_compat.py checks exactly that against the installed versions
 and fails naming the patch when a release changes it. Nothing heavy is imported at module
 level: the start-up hook (``_autoload``) imports this module only once lm-eval itself is
@@ -11,7 +12,7 @@ import contextlib
 import logging
 import sys
 
-WRITTEN_FOR = {"lm_eval": "0.4.13", "transformers": "5.23-5.24"}
+WRITTEN_FOR = {"lm_eval": "0.4.13", "transformers": "5.23-5.24, 4.57"}
 
 
 # --------------------------------------------------------------------------- lm-eval: plugins
@@ -264,7 +265,7 @@ def aggregate_cells_over_their_docs() -> None:
 
 # --------------------------------------------------------------------------- transformers: RoPE
 
-# transformers 5.23-5.24 ``modeling_rope_utils``: a rotary module (``LlamaRotaryEmbedding`` and
+# transformers 5.23-5.24 and 4.57 ``modeling_rope_utils``: a rotary module (``LlamaRotaryEmbedding`` and
 # the like) holds ``rope_type``, ``inv_freq`` (a buffer), ``original_inv_freq``,
 # ``original_max_seq_len``, ``max_seq_len_cached`` and ``config``; ``dynamic_rope_update``
 # recomputes ``inv_freq`` in forward only while ``"dynamic" in rope_type``, with

@@ -1,6 +1,7 @@
 """What each patch in lm_eval_longctx/compat.py relies on, checked against the installed versions.
 
-compat.py was written for lm-eval 0.4.13 and transformers 5.23-5.24. When a release changes
+compat.py was written for lm-eval 0.4.13 and transformers 5.23-5.24 (and runs on 4.57.6:
+scripts/test_tf4.sh runs this file there too). When a release changes
 an internal a patch depends on, the test of that patch fails with a message naming it.
 """
 
@@ -8,8 +9,11 @@ import inspect
 import logging
 
 import pytest
+from conftest import llama_config_args
 
 from lm_eval_longctx import compat
+
+pytestmark = pytest.mark.tf4  # also run under transformers 4.x (scripts/test_tf4.sh)
 
 CHANGED = "lm-eval changed since 0.4.13: {what}. Update lm_eval_longctx/compat.py ({patch}) and this test."
 CHANGED_TF = "transformers changed since 5.24: {what}. Update lm_eval_longctx/compat.py ({patch}) and this test."
@@ -229,7 +233,9 @@ def _rotary(rope_type: str):
     parameters = {"rope_type": rope_type, "rope_theta": 10000.0}
     if rope_type == "dynamic":
         parameters["factor"] = 2.0
-    config = LlamaConfig(hidden_size=32, num_attention_heads=2, max_position_embeddings=64, rope_parameters=parameters)
+    config = LlamaConfig(
+        hidden_size=32, num_attention_heads=2, max_position_embeddings=64, **llama_config_args(rope_parameters=parameters)
+    )
     return LlamaRotaryEmbedding(config)
 
 

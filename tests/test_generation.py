@@ -16,6 +16,8 @@ from lm_eval_longctx.model import HFLongCtxLM, fixed_ntk_base
 WORDS = "The grass is green. The sky is blue. '1234abcd' = 'ff00'. There and back again. "
 NEVER = "<<never>>"
 
+pytestmark = pytest.mark.tf4  # also run under transformers 4.x (scripts/test_tf4.sh)
+
 
 @pytest.fixture(autouse=True)
 def forget_marking_model():
