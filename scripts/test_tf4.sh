@@ -2,7 +2,7 @@
 # The transformers 4.x leg of scripts/test.sh, also runnable alone: a second environment with the
 # last 4.x release that lm-eval 0.4.13 accepts (TF4_SPEC, default transformers==4.57.6; 4.x keeps
 # RoPE in rope_scaling plus a top-level rope_theta) runs every test file marked `tf4` (RoPE, model,
-# model args: real tiny models, every RoPE kind). To add a file, give it
+# model args, generation, compat: real tiny models, every RoPE kind). To add a file, give it
 # `pytestmark = pytest.mark.tf4`. Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
