@@ -67,6 +67,9 @@ GREEDY_NEUTRAL = {
 }
 
 
+_PARENT_INIT_TAKES_VALUES = "value_states" in inspect.signature(DynamicLayer.lazy_initialization).parameters
+
+
 class PreallocatedLayer(DynamicLayer):
     """One layer's KV cache as views into a buffer of ``capacity`` tokens, filled in place."""
 
@@ -75,7 +78,11 @@ class PreallocatedLayer(DynamicLayer):
         self.capacity = capacity
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        super().lazy_initialization(key_states, value_states)
+        # transformers 5.x passes the values too; 4.5x's DynamicLayer takes the keys only.
+        if _PARENT_INIT_TAKES_VALUES:
+            super().lazy_initialization(key_states, value_states)
+        else:
+            super().lazy_initialization(key_states)
         (batch, heads, _, key_dim), value_dim = key_states.shape, value_states.shape[-1]
         self._key_buffer = key_states.new_empty((batch, heads, self.capacity, key_dim))
         self._value_buffer = value_states.new_empty((batch, value_states.shape[1], self.capacity, value_dim))
