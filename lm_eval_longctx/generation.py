@@ -21,8 +21,7 @@ layer's activations for all of its tokens at once. Here:
 ``greedy_generate`` is used only where it returns what ``model.generate`` returns for the text
 lm-eval keeps (``fast_path_blocker`` says why not otherwise): greedy decoding, no logits
 processor in the model's generation config, an all-ones attention mask, plain full-attention
-cache layers. Written for transformers 5.17-5.24 (``past_key_values`` renamed ``cache``); also
-runs on 4.57 (scripts/test_tf4.sh).
+cache layers. Written for transformers 5.17-5.24 (``past_key_values`` renamed ``cache``).
 """
 
 from __future__ import annotations
@@ -68,8 +67,7 @@ GREEDY_NEUTRAL = {
 }
 
 
-# transformers 4.56-4.57's DynamicLayer.lazy_initialization takes the keys only; 5.x's the values too.
-_INIT_TAKES_VALUES = "value_states" in inspect.signature(DynamicLayer.lazy_initialization).parameters
+_PARENT_INIT_TAKES_VALUES = "value_states" in inspect.signature(DynamicLayer.lazy_initialization).parameters
 
 
 class PreallocatedLayer(DynamicLayer):
@@ -80,7 +78,11 @@ class PreallocatedLayer(DynamicLayer):
         self.capacity = capacity
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        super().lazy_initialization(*((key_states, value_states) if _INIT_TAKES_VALUES else (key_states,)))
+        # transformers 5.x passes the values too; 4.5x's DynamicLayer takes the keys only.
+        if _PARENT_INIT_TAKES_VALUES:
+            super().lazy_initialization(key_states, value_states)
+        else:
+            super().lazy_initialization(key_states)
         (batch, heads, _, key_dim), value_dim = key_states.shape, value_states.shape[-1]
         self._key_buffer = key_states.new_empty((batch, heads, self.capacity, key_dim))
         self._value_buffer = value_states.new_empty((batch, value_states.shape[1], self.capacity, value_dim))

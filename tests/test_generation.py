@@ -13,10 +13,11 @@ from lm_eval.api.instance import Instance
 from lm_eval_longctx import generation, window
 from lm_eval_longctx.model import HFLongCtxLM, fixed_ntk_base
 
+# The generation path must match model.generate under transformers 4.x too (scripts/test_tf4.sh).
+pytestmark = pytest.mark.tf4
+
 WORDS = "The grass is green. The sky is blue. '1234abcd' = 'ff00'. There and back again. "
 NEVER = "<<never>>"
-
-pytestmark = pytest.mark.tf4  # also run under transformers 4.x (scripts/test_tf4.sh)
 
 
 @pytest.fixture(autouse=True)
