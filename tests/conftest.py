@@ -175,6 +175,22 @@ def family_model_dir(request, tiny_model_dir, sp_model_dir):
     return tiny_model_dir if request.param == "bpe" else sp_model_dir
 
 
+@pytest.fixture(scope="session")
+def sharp_model_dir(tmp_path_factory, bpe_tokenizer_dir):
+    """A tiny Llama with large weights: sharp attention, so a wrong RoPE base shows in the logits
+    and greedy tokens vary."""
+    return make_tiny_llama(tmp_path_factory.mktemp("sharp_llama"), bpe_tokenizer_dir, initializer_range=0.5)
+
+
+@pytest.fixture(autouse=True)
+def forget_marking_model():
+    """Each HFLongCtxLM declares its window to the tasks (module state); don't leak it to other tests."""
+    yield
+    from lm_eval_longctx import window
+
+    window.declare_marking_model(None)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     """Each test gets its own dataset cache, so no test reads another's files."""

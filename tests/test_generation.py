@@ -10,7 +10,7 @@ import torch
 from conftest import make_tiny_llama
 from lm_eval.api.instance import Instance
 
-from lm_eval_longctx import generation, window
+from lm_eval_longctx import generation
 from lm_eval_longctx.model import HFLongCtxLM, fixed_ntk_base
 
 # The generation path must match model.generate under transformers 4.x too (scripts/test_tf4.sh).
@@ -18,18 +18,6 @@ pytestmark = pytest.mark.tf4
 
 WORDS = "The grass is green. The sky is blue. '1234abcd' = 'ff00'. There and back again. "
 NEVER = "<<never>>"
-
-
-@pytest.fixture(autouse=True)
-def forget_marking_model():
-    yield
-    window.declare_marking_model(None)
-
-
-@pytest.fixture(scope="module")
-def sharp_model_dir(tmp_path_factory, bpe_tokenizer_dir):
-    """Large weights: varied greedy tokens, and a wrong RoPE base shows."""
-    return make_tiny_llama(tmp_path_factory.mktemp("sharp_gen"), bpe_tokenizer_dir, initializer_range=0.5)
 
 
 @pytest.fixture(scope="module")

@@ -30,19 +30,6 @@ WORDS = "The grass is green. The sky is blue. The sun is yellow. Here we go. The
 GREEDY = {"until": ["<<never>>"], "max_gen_toks": 8, "do_sample": False}
 
 
-@pytest.fixture(autouse=True)
-def forget_marking_model():
-    """Each HFLongCtxLM declares its window to the tasks (module state); don't leak it to other tests."""
-    yield
-    window.declare_marking_model(None)
-
-
-@pytest.fixture(scope="module")
-def sharp_model_dir(tmp_path_factory, bpe_tokenizer_dir):
-    """A tiny Llama with large weights: sharp attention, so a wrong RoPE base shows in the logits."""
-    return make_tiny_llama(tmp_path_factory.mktemp("sharp_llama"), bpe_tokenizer_dir, initializer_range=0.5)
-
-
 @pytest.fixture(scope="module")
 def theta_model_dir(tmp_path_factory, bpe_tokenizer_dir):
     """A tiny Llama whose own rope_theta (500000) must survive any scaling."""
