@@ -174,6 +174,46 @@ def micro(lm, log: Log, length: int, batch: int, new: int, bandwidth: float, rep
     return row
 
 
+def chunk_attention_probe(log: Log, past: int = 126_976, chunk: int = 4096, heads: int = 32, kv_heads: int = 8) -> None:
+    """One layer's attention for the last 4096-token chunk of a 131k prompt (8B GQA shape):
+    compat.end_aligned_causal_chunks' kernel against transformers' stock sdpa with its explicit
+    mask (cuDNN allowed and not), times and largest difference from a float32 reference."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from lm_eval_longctx import compat, generation
+
+    torch.manual_seed(0)
+    kv = past + chunk
+    q = torch.randn(1, heads, chunk, 128, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(1, kv_heads, kv, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = heads // kv_heads, True
+    mask = (torch.arange(chunk, device="cuda")[:, None] + past >= torch.arange(kv, device="cuda")[None, :])[None, None]
+    ours = compat._end_aligned_sdpa(sdpa_attention_forward)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q[:, :, -512:].float(), k.float().repeat_interleave(4, 1), v.float().repeat_interleave(4, 1), attn_mask=mask[:, :, -512:]
+    ).transpose(1, 2)  # the chunk's last 512 queries, float32 math
+
+    def run(fn, pinned: bool):
+        context = generation.reproducible_attention("cuda") if pinned else contextlib.nullcontext()
+        with context, torch.inference_mode():
+            fn()  # warm-up
+            seconds, out = timed(lambda: [fn() for _ in range(5)][-1])
+        return seconds / 5, out[0]
+
+    for name, fn, pinned in [
+        ("stock-mask-default", lambda: sdpa_attention_forward(module, q, k, v, mask, scaling=128**-0.5), False),
+        ("stock-mask-pinned", lambda: sdpa_attention_forward(module, q, k, v, mask, scaling=128**-0.5), True),
+        ("end-aligned-pinned", lambda: ours(module, q, k, v, mask, scaling=128**-0.5), True),
+    ]:
+        try:
+            seconds, out = run(fn, pinned)
+            diff = (out[:, -512:].float() - ref).abs().max().item()
+            log.row(step="chunk-attention", kernel=name, ms=round(seconds * 1000, 2), max_diff_vs_fp32=round(diff, 5))
+        except RuntimeError as error:
+            log.row(step="chunk-attention", kernel=name, error=str(error)[:300])
+
+
 def identity_probe(lm, log: Log, length: int, batch: int, steps: int = 12) -> None:
     """Logits of the new cache against model.generate's own (DynamicCache), teacher-forced on the
     same tokens: the first step where they differ and the largest difference, for keys/values
@@ -348,6 +388,8 @@ def eight(args, log: Log) -> None:
     length = args.lengths[0][0]
     md = metadata(args.tokenizer, length, 1)
     lm = wrap(model, args.tokenizer, 1)
+    if args.device == "cuda":
+        chunk_attention_probe(log)
     if not args.no_probe:
         identity_probe(lm, log, 16384, 1)
     import lm_eval_longctx
@@ -358,6 +400,8 @@ def eight(args, log: Log) -> None:
     plenty, none = (lambda device: 2**62), (lambda device: 0)
     variants = [("generate", False, plenty, generation.PREFILL_CHUNK), ("new-one-pass", True, plenty, generation.PREFILL_CHUNK)]
     variants += [("new-chunked", True, none, c) for c in [generation.PREFILL_CHUNK, *args.chunks]]
+    if args.paths:  # e.g. only new-chunked: the longest row needs only its measured overhead
+        variants = [v for v in variants if v[0] in args.paths]
     measured_free, default_chunk = generation.free_device_bytes, generation.PREFILL_CHUNK
     answers, chunked_peak = {}, None
     for name, fast, free, chunk in variants:
@@ -375,6 +419,7 @@ def eight(args, log: Log) -> None:
                 **{k: v for k, v in run.items() if k != "answers"}, answer=run["answers"][0][:60])  # fmt: skip
         if name == "new-chunked" and chunk == default_chunk and run["peak_allocated_gib"]:
             chunked_peak = (run["peak_allocated_gib"] * 2**30 - floor) / run["prompt_tokens"][0]  # bytes per token
+            chunked_s = run["generation_phase_s"] + run.get("build_s", 0)
     log.row(step="answers", length=length, distinct=len({tuple(a) for a in answers.values()}), runs=list(answers))
     if chunked_peak is None or args.device != "cuda":
         return
@@ -388,7 +433,8 @@ def eight(args, log: Log) -> None:
     gc.collect()
     torch.cuda.empty_cache()
     lm = wrap(model, args.tokenizer, 1, max_length=longest + 64)
-    estimate = 40 * (longest / length) ** 2
+    # Attention dominates the chunked prefill: time grows with the square of the length.
+    estimate = 1.3 * chunked_s * (longest / length) ** 2
     if log.has(estimate, f"longest {longest}"):
         md = metadata(args.tokenizer, longest, 1)
         generation.free_device_bytes = none  # what the card would leave at that length
@@ -414,6 +460,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--new", type=int, default=24, help="tokens per micro batch (longctx_kv's max_gen_toks)")
     parser.add_argument("--chunks", type=int, nargs="*", default=[], help="eight: other prefill chunk sizes to try")
+    parser.add_argument("--paths", nargs="*", choices=["generate", "new-one-pass", "new-chunked"],
+                        help="eight: the paths to run at the first length (default all)")
     parser.add_argument("--longest", type=int, default=None, help="eight: cap on the longest prompt tried")
     parser.add_argument("--deadline", type=float, default=560.0, help="seconds; later steps are skipped")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

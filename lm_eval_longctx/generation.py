@@ -33,6 +33,8 @@ import torch
 from lm_eval.models.utils_hf import stop_sequences_criteria
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
+from lm_eval_longctx import compat
+
 PREFILL_CHUNK = 4096  # tokens per prefill chunk, where the prompt does not fit in one pass
 MEMORY_MARGIN = 0.9  # the share of free device memory a plan may fill (fragmentation, workspaces)
 
@@ -206,8 +208,10 @@ def prefill(model, input_ids, cache, cache_arg: str, chunk: int) -> torch.Tensor
     """Run the prompt into ``cache``, ``chunk`` tokens at a time, and return the last position's
     logits (float32)."""
     keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    for start in range(0, input_ids.shape[1], chunk):
-        out = _forward(model, input_ids[:, start : start + chunk], start, cache, cache_arg, **keep)
+    chunked = compat.end_aligned_causal_chunks() if chunk < input_ids.shape[1] else contextlib.nullcontext()
+    with chunked:
+        for start in range(0, input_ids.shape[1], chunk):
+            out = _forward(model, input_ids[:, start : start + chunk], start, cache, cache_arg, **keep)
     return out.logits[:, -1].float()
 
 

@@ -289,3 +289,45 @@ def test_fixed_ntk_base_keeps_the_prompt_base_and_restores_the_module():
         assert torch.equal(rotary.inv_freq, inside) and rotary.rope_type == "default"
     assert not torch.equal(inside, rotary.original_inv_freq)  # 128 > 64 native: a larger base
     assert rotary.rope_type == "dynamic" and torch.equal(rotary.inv_freq, rotary.original_inv_freq)
+
+
+
+def test_attention_kernels_are_looked_up_per_call_with_the_arguments_end_aligned_chunks_read(tiny_model_dir):
+    """end_aligned_causal_chunks: an item set on ALL_ATTENTION_FUNCTIONS is a local override that
+    del removes, and Llama attention calls the sdpa entry at every call as fn(module, query, key,
+    value, mask, dropout=, scaling=) with query (batch, heads, q, dim) and key/value (batch,
+    kv_heads, cache so far, dim)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from lm_eval_longctx import generation
+
+    patch = "end_aligned_causal_chunks"
+    stock = ALL_ATTENTION_FUNCTIONS["sdpa"]
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
+    cache_arg = generation._cache_argument(model)
+    seen = []
+
+    def spy(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+        seen.append((tuple(query.shape), tuple(key.shape), scaling))
+        return stock(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+
+    ALL_ATTENTION_FUNCTIONS["sdpa"] = spy
+    try:
+        with torch.inference_mode():
+            out = model(input_ids=torch.tensor([[1, 2, 3, 4]]), use_cache=True)
+            model(input_ids=torch.tensor([[5, 6]]), use_cache=True, **{cache_arg: out.past_key_values})
+    finally:
+        del ALL_ATTENTION_FUNCTIONS["sdpa"]
+    assert ALL_ATTENTION_FUNCTIONS["sdpa"] is stock, CHANGED_TF.format(what="del no longer drops an override", patch=patch)
+    layers = model.config.num_hidden_layers
+    assert len(seen) == 2 * layers, CHANGED_TF.format(what="attention no longer looks its kernel up per call", patch=patch)
+    c = model.config
+    heads, kv_heads, dim = c.num_attention_heads, c.num_key_value_heads, c.hidden_size // c.num_attention_heads
+    got = [seen[0], seen[-1]]
+    want = [((1, heads, 4, dim), (1, kv_heads, 4, dim), dim**-0.5), ((1, heads, 2, dim), (1, kv_heads, 6, dim), dim**-0.5)]
+    assert got == want, CHANGED_TF.format(what=f"attention kernel arguments are {got}", patch=patch)
+    with compat.end_aligned_causal_chunks():
+        assert ALL_ATTENTION_FUNCTIONS["sdpa"] is not stock
+    assert ALL_ATTENTION_FUNCTIONS["sdpa"] is stock

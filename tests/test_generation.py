@@ -166,6 +166,48 @@ def test_a_prefill_that_does_not_fit_runs_in_chunks_with_the_same_answers(sharp_
     assert passes[:2] == [100, 100] and max(passes) == 100
 
 
+def test_prefill_chunks_attend_through_the_end_aligned_causal_bias(sharp_model_dir, monkeypatch):
+    """Chunks after the first attend to the cache through torch's causal_lower_right bias (flash
+    attention serves it on a GPU) instead of transformers' explicit mask: same logits as the
+    masked chunks and as one pass, on a GQA model (4 query heads, 2 key/value heads)."""
+    from torch.nn.attention.bias import CausalBias
+
+    lm = HFLongCtxLM(pretrained=sharp_model_dir, batch_size=2)
+    assert lm.model.config.num_key_value_heads < lm.model.config.num_attention_heads
+    ids = torch.tensor(equal_length_prompts_ids(lm, 300, 2))
+    cache_arg = generation._cache_argument(lm.model)
+
+    def last_logits(chunk):
+        cache = generation.preallocated_cache(lm.model.config, ids.shape[1] + 1)
+        with torch.inference_mode():
+            return generation.prefill(lm.model, ids, cache, cache_arg, chunk)
+
+    dispatched = []
+    real = CausalBias._dispatch
+    monkeypatch.setattr(CausalBias, "_dispatch", staticmethod(lambda *a, **k: dispatched.append(k["attn_mask"]) or real(*a, **k)))
+    one_pass = last_logits(ids.shape[1])
+    assert dispatched == []
+    chunked = last_logits(128)  # about 300 tokens: chunks of 128, 128 and the rest; the first is a plain causal pass
+    layers, n = lm.model.config.num_hidden_layers, ids.shape[1]
+    assert 256 < n < 384
+    assert [(b.seq_len_q, b.seq_len_kv) for b in dispatched] == [(128, 256)] * layers + [(n - 256, n)] * layers
+    with torch.inference_mode():  # the stock path: transformers' explicit mask for every chunk
+        cache = generation.preallocated_cache(lm.model.config, ids.shape[1] + 1)
+        for start in range(0, ids.shape[1], 128):
+            out = generation._forward(lm.model, ids[:, start : start + 128], start, cache, cache_arg)
+        masked = out.logits[:, -1].float()
+    torch.testing.assert_close(chunked, masked, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(chunked, one_pass, rtol=1e-4, atol=1e-4)
+    assert torch.equal(chunked.argmax(-1), one_pass.argmax(-1))
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    assert "sdpa" not in ALL_ATTENTION_FUNCTIONS._local_mapping  # the stock kernel is back
+
+
+def equal_length_prompts_ids(lm, length, n):
+    return [lm._encode_once([p])[0] for p in equal_length_prompts(lm, length, n)]
+
+
 def test_a_prefill_that_fits_runs_in_one_pass(sharp_model_dir, monkeypatch):
     lm = HFLongCtxLM(pretrained=sharp_model_dir, batch_size=1)
     monkeypatch.setattr(generation, "free_device_bytes", lambda device: 2**40)
