@@ -24,6 +24,10 @@ GROUP = "longctx"
 # The per-sample metric each task's accuracy is read from (the one its ``score`` copies).
 HEADLINE = {name: task.headline for name, task in TASKS.items()}
 NO_DEPTH = None  # the depth key of tasks whose documents have no needle depth (pi_title)
+# The model arguments that set RoPE (hf-longctx's, as rope.parse_rope_args takes them): runs whose
+# other arguments agree are one model under different RoPE settings.
+ROPE_ARGS = ("rope_scaling", "rope_theta")
+UNKNOWN_ROPE = (2,)  # rope_order of a setting nobody recorded: after every known one
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,32 @@ class Run:
     group_score: float | None
     other_scores: dict[str, float] = field(default_factory=dict)
     slug: str = ""
+    # For comparing RoPE settings of one model:
+    setup: str = ""  # the lm-eval model and its arguments apart from RoPE: "hf-longctx pretrained=/m"
+    rope_order: tuple = UNKNOWN_ROPE  # sort key of the setting; (0, ...) only for no scaling at all
+    effective_window: int | None = None  # tokens the model took: scaled window, or lm-eval's max_length
+    other_headlines: dict[str, str] = field(default_factory=dict)  # other task -> its other_scores key
 
     @property
     def label(self) -> str:
         return f"{self.model}, RoPE {self.rope}"
+
+    @property
+    def unscaled(self) -> bool:
+        """True when the run used the model's RoPE with no scaling and no theta override (``none``)."""
+        return self.rope_order[0] == 0
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a run's RoPE setting and windows came from."""
+
+    rope: str  # in words: "linear x2", "none (stock hf)"
+    rope_order: tuple
+    native_window: int | None
+    native_window_source: str
+    max_length: int | None
+    effective_window: int | None
 
 
 def results_files(path: Path) -> list[Path]:
@@ -260,6 +286,23 @@ def rope_label(rope_parameters: Mapping | None, rope_theta_override=None) -> str
     return label
 
 
+def rope_order(rope_parameters: Mapping | None, rope_theta_override=None) -> tuple:
+    """Return a sort key for a RoPE setting: no scaling first, then by kind, factor and theta."""
+    params = rope_parameters or {}
+    kind = params.get("rope_type") or params.get("type") or "default"
+    theta = float(rope_theta_override) if rope_theta_override is not None else 0.0
+    if kind == "default":
+        return (0 if rope_theta_override is None else 1, "none", 1.0, theta)
+    return (1, str(kind), float(params.get("factor", 1)), theta)
+
+
+def model_setup(config: Mapping) -> str:
+    """Return the lm-eval model and its arguments apart from RoPE: ``hf-longctx pretrained=/m,dtype=float32``."""
+    args = {key: value for key, value in model_args(config).items() if key not in ROPE_ARGS}
+    listed = ",".join(f"{key}={value}" for key, value in sorted(args.items()))
+    return f"{config.get('model') or 'unknown model'} {listed}".strip()
+
+
 def _checkpoint_config(config: Mapping) -> dict | None:
     pretrained = model_args(config).get("pretrained")
     path = Path(pretrained) / "config.json" if isinstance(pretrained, str) else None
@@ -279,12 +322,16 @@ def served_record(results: Mapping) -> dict | None:
     return None
 
 
-def _served_provenance(record: Mapping) -> tuple[str, int | None, str, int | None]:
-    """Provenance of a served run: the server's RoPE as the user recorded it (server_rope)."""
+def _served_provenance(record: Mapping) -> Provenance:
+    """Provenance of a served run: the server's RoPE as the user recorded it (server_rope).
+
+    Its effective window is unknown: it is the server's context size, which lm-eval does not record.
+    """
     if record.get("server_rope_parameters") is not None:
         label = f"{rope_label(record['server_rope_parameters'])} (served)"
+        order = rope_order(record["server_rope_parameters"])
     else:
-        label = "as set on the server, not recorded (served)"
+        label, order = "as set on the server, not recorded (served)", UNKNOWN_ROPE
     tokenizer = record.get("tokenizer")
     checkpoint = _checkpoint_config({"model_args": {"pretrained": tokenizer}}) if isinstance(tokenizer, str) else None
     if checkpoint:
@@ -293,12 +340,12 @@ def _served_provenance(record: Mapping) -> tuple[str, int | None, str, int | Non
         except LongCtxError:
             native = None
         if native:
-            return label, native, "the served model's config.json (tokenizer folder)", None
-    return label, None, "unknown (served; no config.json beside the tokenizer)", None
+            return Provenance(label, order, native, "the served model's config.json (tokenizer folder)", None, None)
+    return Provenance(label, order, None, "unknown (served; no config.json beside the tokenizer)", None, None)
 
 
-def provenance(results: Mapping) -> tuple[str, int | None, str, int | None]:
-    """Return (RoPE label, native window, where the window came from, model max_length)."""
+def provenance(results: Mapping) -> Provenance:
+    """Return the run's RoPE setting, its windows, and where the native window came from."""
     config = results.get("config") or {}
     record = served_record(results)
     if record is not None:
@@ -306,8 +353,11 @@ def provenance(results: Mapping) -> tuple[str, int | None, str, int | None]:
     longctx = config.get("longctx")
     if isinstance(longctx, Mapping):  # written by --model hf-longctx
         theta = (longctx.get("rope_args") or {}).get("rope_theta")
-        label = rope_label(longctx.get("rope_parameters"), theta)
-        return label, longctx.get("native_window"), "hf-longctx provenance", longctx.get("max_length")
+        params = longctx.get("rope_parameters")
+        return Provenance(
+            rope_label(params, theta), rope_order(params, theta), longctx.get("native_window"), "hf-longctx provenance",
+            longctx.get("max_length"), longctx.get("effective_window") or longctx.get("max_length"),
+        )
     # Stock hf: no scaling of ours; the checkpoint's own RoPE and window, when its config is readable.
     max_length = results.get("max_length")
     checkpoint = _checkpoint_config(config) or {}
@@ -317,25 +367,29 @@ def provenance(results: Mapping) -> tuple[str, int | None, str, int | None]:
         setup = rope.RopeSetup()
     label = rope_label(setup.rope_parameters)
     label = f"{label} (stock hf)" if label == "none" else f"{label} (checkpoint, stock hf)"
+    order = rope_order(setup.rope_parameters)
     native = setup.native_window or checkpoint.get("n_positions") or checkpoint.get("n_ctx")
-    if native:
-        return label, native, "the checkpoint's config.json", max_length
+    if native:  # stock hf takes max_length tokens (from max_position_embeddings unless given)
+        return Provenance(label, order, native, "the checkpoint's config.json", max_length, max_length)
     if max_length:
-        return label, int(max_length), "lm-eval's max_length (checkpoint config not readable)", max_length
-    return label, None, "unknown (no hf-longctx provenance, checkpoint config not readable)", None
+        source = "lm-eval's max_length (checkpoint config not readable)"
+        return Provenance(label, order, int(max_length), source, max_length, max_length)
+    source = "unknown (no hf-longctx provenance, checkpoint config not readable)"
+    return Provenance(label, order, None, source, None, None)
 
 
 def _subtasks_of_groups(results: Mapping) -> set[str]:
     return {name for members in (results.get("group_subtasks") or {}).values() for name in members}
 
 
-def other_scores(results: Mapping) -> dict[str, float]:
-    """Return the scores of non-longctx tasks and groups: ``{"task metric": value}``.
+def other_scores(results: Mapping) -> tuple[dict[str, float], dict[str, str]]:
+    """Return the scores of non-longctx tasks and groups, ``{"task metric": value}``, and each
+    task's headline: ``{task: its first "task metric" key}``, the first metric lm-eval lists for it.
 
     Members of a group are left out when the group's own score is there.
     """
     skipped = _subtasks_of_groups(results)
-    scores = {}
+    scores, headlines = {}, {}
     for task, entry in results["results"].items():
         if task == GROUP or task.startswith(f"{GROUP}_") or task in skipped:
             continue
@@ -345,7 +399,8 @@ def other_scores(results: Mapping) -> dict[str, float]:
                 continue
             suffix = "" if filter_name == "none" else f" ({filter_name})"
             scores[f"{task} {metric}{suffix}"] = float(value)
-    return scores
+            headlines.setdefault(task, f"{task} {metric}{suffix}")
+    return scores, headlines
 
 
 def load_run(path: Path) -> Run:
@@ -358,7 +413,7 @@ def load_run(path: Path) -> Run:
             f"{path}: no longctx task in this results file (tasks found: {found}). Run lm_eval with "
             "--tasks longctx (or longctx_kv, longctx_passkey, longctx_pi_title) and pass that output."
         )
-    label, native, source, max_length = provenance(results)
+    setting = provenance(results)
     served = served_record(results)
     group = results["results"].get(GROUP, {}).get("score,none")
     results_by_task = {
@@ -368,18 +423,24 @@ def load_run(path: Path) -> Run:
     # say so where runs are named.
     chat = results.get("chat_template") or (served or {}).get("endpoint") == "chat/completions"
     first = any(result.prompts == "first-version prompts" for result in results_by_task.values())
+    scores, headlines = other_scores(results)
+    native, max_length, window = setting.native_window, setting.max_length, setting.effective_window
     return Run(
         source=path,
         model=model_label(results.get("config") or {}, served)
         + (" (chat template)" if chat else "")
         + (" (first-version prompts)" if first else ""),
-        rope=label,
+        rope=setting.rope,
         native_window=int(native) if native else None,
-        native_window_source=source,
+        native_window_source=setting.native_window_source,
         max_length=int(max_length) if max_length else None,
         tasks=results_by_task,
         group_score=group,
-        other_scores=other_scores(results),
+        other_scores=scores,
+        setup=model_setup(results.get("config") or {}),
+        rope_order=setting.rope_order,
+        effective_window=int(window) if window else None,
+        other_headlines=headlines,
     )
 
 
