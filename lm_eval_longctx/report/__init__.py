@@ -3,8 +3,9 @@
 Reads only lm-eval's own output files (``results_<time>.json`` and, from ``--log_samples``,
 ``samples_<task>_<time>.jsonl`` beside it); needs no model and no GPU. ``runs`` reads them into
 one ``Run`` per results file; ``stats`` holds the effective-length rule and Wilson intervals;
-``tables`` the leaderboard and other tables (pure functions of runs); ``figures`` draws one
-figure per function with matplotlib (imported only when drawing). This module writes the report.
+``tables`` the leaderboard and other tables and ``compare`` the RoPE settings of one model side by
+side (pure functions of runs); ``figures`` draws one figure per function with matplotlib (imported
+only when drawing). This module writes the report.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.outputs import writable_folder
-from lm_eval_longctx.report.figures import plot_heatmap, plot_length_curves
+from lm_eval_longctx.report import compare
+from lm_eval_longctx.report.figures import plot_heatmap, plot_length_curves, plot_rope_comparison
 from lm_eval_longctx.report.runs import (
     GROUP,
     HEADLINE,
@@ -68,7 +70,9 @@ def figure_notes(runs: Sequence[Run]) -> list[str]:
 
 
 def write_report(runs: Sequence[Run], output_dir: Path, threshold: float, problems: Sequence[str] = ()) -> list[Path]:
-    """Write report.md, leaderboard.csv, heatmaps and length curves; return the files written."""
+    """Write report.md, leaderboard.csv, heatmaps and length curves, and where a model ran under
+    several RoPE settings comparison.csv and a length curve per task with a line per setting;
+    return the files written."""
     output_dir.mkdir(parents=True, exist_ok=True)
     figures, not_drawn = [], list(problems)
     for run in runs:
@@ -89,14 +93,37 @@ def write_report(runs: Sequence[Run], output_dir: Path, threshold: float, proble
     columns, rows = leaderboard(runs, threshold)
     csv_path = output_dir / "leaderboard.csv"
     write_csv(csv_path, columns, rows)
+    compared, written = write_comparisons(runs, output_dir, threshold)
     notes = comparability_notes(runs) + figure_notes(runs)
     md_path = output_dir / "report.md"
-    md_path.write_text(render_markdown(runs, threshold, columns, rows, figures, not_drawn, notes), encoding="utf-8")
-    return [md_path, csv_path] + [path for path, _ in figures]
+    text = render_markdown(runs, threshold, columns, rows, figures, not_drawn, notes, compared)
+    md_path.write_text(text, encoding="utf-8")
+    return [md_path, csv_path] + written + [path for path, _ in figures]
 
 
-def render_markdown(runs, threshold, columns, rows, figures, not_drawn, notes) -> str:
-    """Return the text of report.md."""
+def write_comparisons(runs: Sequence[Run], output_dir: Path, threshold: float) -> tuple[list, list[Path]]:
+    """Write comparison.csv and a length curve per task and compared model, if any model ran under
+    several RoPE settings; return ([(comparison, its rows, its figures)], the files written)."""
+    compared, written = [], []
+    for comparison in compare.comparisons(runs):
+        drawn = []
+        for task in task_names(comparison.runs):
+            if tested_lengths(comparison.runs, task):
+                path = output_dir / f"rope_compare_{comparison.slug}_{task}.png"
+                plot_rope_comparison(comparison, task, threshold, path)
+                drawn.append((path, f"{task}, {comparison.model}: accuracy against length, one line per RoPE setting"))
+        compared.append((comparison, compare.comparison_rows(comparison, threshold), drawn))
+        written += [path for path, _ in drawn]
+    if compared:
+        path = output_dir / "comparison.csv"
+        columns = compare.csv_columns([comparison for comparison, _, _ in compared])
+        write_csv(path, columns, [row for _, rows, _ in compared for row in rows])
+        written.insert(0, path)
+    return compared, written
+
+
+def render_markdown(runs, threshold, columns, rows, figures, not_drawn, notes, compared=()) -> str:
+    """Return the text of report.md; ``compared`` holds (comparison, its rows, its figures)."""
     runs_table = markdown_table(
         ["run", "model", "RoPE", "native window", "from", "max_length", "results file"],
         [
@@ -124,6 +151,10 @@ def render_markdown(runs, threshold, columns, rows, figures, not_drawn, notes) -
         "by length). `effective`: effective context length (rule below). Other columns are the other tasks found in "
         "the same results files. Also in `leaderboard.csv` (full precision).",
         markdown_table(columns[:-1], rows, [c.removeprefix(f"{GROUP}_") for c in columns[:-1]]),
+    ]
+    for comparison, comparison_rows, drawn in compared:
+        parts += comparison_section(comparison, comparison_rows, drawn, threshold)
+    parts += [
         "## Effective context length",
         EFFECTIVE_RULE.format(threshold=threshold),
         markdown_table(["run"] + task_names(runs), effective_rows),
@@ -138,6 +169,30 @@ def render_markdown(runs, threshold, columns, rows, figures, not_drawn, notes) -
     bullets = [f"- Not drawn: {item}" for item in not_drawn] + [f"- {item}" for item in notes]
     parts.append("\n".join(bullets) if bullets else "Everything was drawn.")
     return "\n\n".join(parts) + "\n"
+
+
+def comparison_section(comparison, rows, drawn, threshold) -> list[str]:
+    """Return the parts of report.md that compare one model's RoPE settings."""
+    columns, titles, shown = compare.markdown_rows(comparison, rows)
+    baseline = comparison.baseline
+    change = (
+        f"with its change against the baseline `{baseline.rope}` in brackets: what the scaling costs at short context"
+        if baseline is not None else "with no change: no run without RoPE scaling"
+    )
+    intro = (
+        f"`{comparison.setup}`, one row per RoPE setting (no scaling first, then by kind and factor). `window`: the "
+        "tokens the model took (the scaled window; lm-eval's max_length for stock hf), with max_length where that "
+        f"was set apart. `effective`: effective context length at the threshold {threshold:g} (rule below). Other "
+        f"tasks: each task's first metric as lm-eval lists it, {change}. **Bold**: the best of a column where the "
+        "settings differ (the longest effective length; the highest score, or the lowest where lm-eval marks the "
+        "metric lower-is-better). Also in `comparison.csv` (full precision)."
+    )
+    notes = compare.comparison_notes(comparison) + comparability_notes(comparison.runs)
+    parts = [f"## RoPE settings compared: {comparison.model}", intro, markdown_table(columns, shown, titles)]
+    if notes:
+        parts.append("\n".join(f"- {note}" for note in notes))
+    parts += [f"![{text}]({path.name})" for path, text in drawn]
+    return parts
 
 
 def default_output_dir(first_path: Path) -> Path:
@@ -159,7 +214,7 @@ def main(paths: Sequence[str], output_dir: str | None = None, threshold: float =
         raise LongCtxError(f"--output-dir {out}: writing the report failed ({exc}); give a folder you can write to.") from None
     for problem in problems:
         print(f"lm-eval-longctx warning: skipped: {problem}", file=sys.stderr)
-    for note in comparability_notes(runs):
+    for note in comparability_notes(runs) + [n for c in compare.comparisons(runs) for n in compare.comparison_notes(c)]:
         print(f"lm-eval-longctx warning: {note}", file=sys.stderr)
     print(f"{len(runs)} run(s) -> {out}")
     for path in written:

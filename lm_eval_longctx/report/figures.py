@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lm_eval_longctx.errors import LongCtxError
+from lm_eval_longctx.report.compare import Comparison
 from lm_eval_longctx.report.runs import NO_DEPTH, Run, TaskResult
 from lm_eval_longctx.report.stats import wilson_interval
 from lm_eval_longctx.report.tables import tested_lengths
@@ -77,14 +78,46 @@ def plot_heatmap(run: Run, result: TaskResult, path: Path) -> None:
 
 def plot_length_curves(runs: Sequence[Run], task: str, threshold: float, path: Path) -> None:
     """Draw a task's accuracy against length, one line per run, with Wilson 95% error bars."""
+    shown = [run for run in runs if task in run.tasks]
+    natives = sorted({run.native_window for run in shown if run.native_window})
+    windows = [(window, f"native window {window}", "0.3") for window in natives]
+    metric = shown[0].tasks[task].metric
+    title = f"{task}: {metric} accuracy against context length (bars: Wilson 95%)"
+    _length_figure(shown, [run.label for run in shown], task, threshold, windows, title, path)
+
+
+def plot_rope_comparison(comparison: Comparison, task: str, threshold: float, path: Path) -> None:
+    """Draw a task's accuracy against length for one model, one line per RoPE setting, with each
+    setting's effective window marked in its line's colour (grey where settings share it) and named
+    in the legend."""
+    shown = [(run, setting) for run, setting in zip(comparison.runs, comparison.settings) if task in run.tasks]
+    by_window: dict[int, list[int]] = {}
+    for index, (run, _) in enumerate(shown):
+        if run.effective_window:
+            by_window.setdefault(run.effective_window, []).append(index)
+    windows = [
+        (window, f"window {window}", f"C{indexes[0] % 10}" if len(indexes) == 1 else "0.3")
+        for window, indexes in sorted(by_window.items())
+    ]
+    # The legend names each setting's window; the lines are labelled by window alone, so they stay short.
+    labels = [f"{name} (window {run.effective_window})" if run.effective_window else name for run, name in shown]
+    metric = shown[0][0].tasks[task].metric
+    title = (f"{task}: {comparison.model}, one line per RoPE setting\n"
+             f"{metric} accuracy against context length (bars: Wilson 95%)")
+    _length_figure([run for run, _ in shown], labels, task, threshold, windows, title, path)
+
+
+def _length_figure(runs, labels, task, threshold, windows, title, path) -> None:
+    """Draw accuracy against length (log x), one line per run named by ``labels``, error bars where
+    sample counts are known, beyond-window lengths as crosses, and ``windows`` (x, text, colour)
+    as dashed vertical lines."""
     figure = _figure(11.0, 5.5)
     axes = figure.add_subplot()
     lengths = tested_lengths(runs, task)
-    shown = [run for run in runs if task in run.tasks]
     beyond_drawn = False
-    for index, run in enumerate(shown):
+    for index, (run, name) in enumerate(zip(runs, labels)):
         # Nudge runs apart on the log axis so identical values stay visible.
-        nudge = 2 ** (0.025 * (index - (len(shown) - 1) / 2))
+        nudge = 2 ** (0.025 * (index - (len(runs) - 1) / 2))
         cells = run.tasks[task].by_length
         ran = [(n, c) for n, c in cells.items() if not c.all_beyond]
         xs = [n * nudge for n, _ in ran]
@@ -95,16 +128,16 @@ def plot_length_curves(runs: Sequence[Run], task: str, threshold: float, path: P
             low.append(max(0.0, cell.accuracy - interval[0]) if interval else 0.0)  # max: rounding
             high.append(max(0.0, interval[1] - cell.accuracy) if interval else 0.0)
         colour = f"C{index % 10}"
-        label = run.label if all(c.scored for _, c in ran) else f"{run.label} (n unknown: no bars)"
+        label = name if all(c.scored for _, c in ran) else f"{name} (n unknown: no bars)"
         axes.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=4, linewidth=1.8, color=colour, label=label)
         beyond = [n * nudge for n, c in cells.items() if c.all_beyond]
         if beyond:
             beyond_drawn = True
             axes.plot(beyond, [-0.05] * len(beyond), linestyle="none", marker="x", markersize=9, color=colour)
-    for window in sorted({run.native_window for run in shown if run.native_window}):
-        axes.axvline(window, color="0.3", linestyle="--", linewidth=1.2)
+    for window, text, colour in windows:
+        axes.axvline(window, color=colour, linestyle="--", linewidth=1.2)
         # Written beside the line, low in the plot, so it never runs into the legend.
-        axes.text(window, 0.02, f"native window {window} ", fontsize=9, color="0.3", ha="right", va="bottom", rotation=90)
+        axes.text(window, 0.02, f"{text} ", fontsize=9, color=colour, ha="right", va="bottom", rotation=90)
     axes.axhline(threshold, color="0.6", linestyle=":", linewidth=1.2)
     axes.text(0.995, threshold, f"threshold {threshold:g}", transform=axes.get_yaxis_transform(), fontsize=8,
               color="0.4", ha="right", va="bottom")
@@ -113,12 +146,11 @@ def plot_length_curves(runs: Sequence[Run], task: str, threshold: float, path: P
     axes.set_xscale("log", base=2)
     axes.set_xticks(lengths, [str(n) for n in lengths])
     axes.minorticks_off()
-    axes.set_xlim(min(lengths) / 1.25, max(lengths + [w for r in shown if (w := r.native_window)]) * 1.25)
+    axes.set_xlim(min(lengths) / 1.25, max(lengths + [window for window, _, _ in windows]) * 1.25)
     axes.set_ylim(-0.1, 1.1)
     axes.set_xlabel("context length (tokens, log scale)")
-    metric = shown[0].tasks[task].metric
-    axes.set_ylabel(f"accuracy ({metric})")
-    axes.set_title(f"{task}: {metric} accuracy against context length (bars: Wilson 95%)", pad=16)
+    axes.set_ylabel(f"accuracy ({runs[0].tasks[task].metric})")
+    axes.set_title(title, pad=16)
     axes.grid(True, alpha=0.3)
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, borderaxespad=0)
     figure.tight_layout()

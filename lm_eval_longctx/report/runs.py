@@ -78,6 +78,7 @@ class Run:
     rope_order: tuple = UNKNOWN_ROPE  # sort key of the setting; (0, ...) only for no scaling at all
     effective_window: int | None = None  # tokens the model took: scaled window, or lm-eval's max_length
     other_headlines: dict[str, str] = field(default_factory=dict)  # other task -> its other_scores key
+    lower_is_better: frozenset[str] = frozenset()  # other_scores keys lm-eval marks higher_is_better: false
 
     @property
     def label(self) -> str:
@@ -382,14 +383,16 @@ def _subtasks_of_groups(results: Mapping) -> set[str]:
     return {name for members in (results.get("group_subtasks") or {}).values() for name in members}
 
 
-def other_scores(results: Mapping) -> tuple[dict[str, float], dict[str, str]]:
-    """Return the scores of non-longctx tasks and groups, ``{"task metric": value}``, and each
-    task's headline: ``{task: its first "task metric" key}``, the first metric lm-eval lists for it.
+def other_scores(results: Mapping) -> tuple[dict[str, float], dict[str, str], frozenset[str]]:
+    """Return the scores of non-longctx tasks and groups, ``{"task metric": value}``; each task's
+    headline, ``{task: its first "task metric" key}`` (the first metric lm-eval lists for it); and
+    the keys whose metric lm-eval marks ``higher_is_better: false``.
 
     Members of a group are left out when the group's own score is there.
     """
     skipped = _subtasks_of_groups(results)
-    scores, headlines = {}, {}
+    directions = results.get("higher_is_better") or {}
+    scores, headlines, lower = {}, {}, set()
     for task, entry in results["results"].items():
         if task == GROUP or task.startswith(f"{GROUP}_") or task in skipped:
             continue
@@ -400,7 +403,9 @@ def other_scores(results: Mapping) -> tuple[dict[str, float], dict[str, str]]:
             suffix = "" if filter_name == "none" else f" ({filter_name})"
             scores[f"{task} {metric}{suffix}"] = float(value)
             headlines.setdefault(task, f"{task} {metric}{suffix}")
-    return scores, headlines
+            if (directions.get(task) or {}).get(metric) is False:
+                lower.add(f"{task} {metric}{suffix}")
+    return scores, headlines, frozenset(lower)
 
 
 def load_run(path: Path) -> Run:
@@ -423,7 +428,7 @@ def load_run(path: Path) -> Run:
     # say so where runs are named.
     chat = results.get("chat_template") or (served or {}).get("endpoint") == "chat/completions"
     first = any(result.prompts == "first-version prompts" for result in results_by_task.values())
-    scores, headlines = other_scores(results)
+    scores, headlines, lower = other_scores(results)
     native, max_length, window = setting.native_window, setting.max_length, setting.effective_window
     return Run(
         source=path,
@@ -441,6 +446,7 @@ def load_run(path: Path) -> Run:
         rope_order=setting.rope_order,
         effective_window=int(window) if window else None,
         other_headlines=headlines,
+        lower_is_better=lower,
     )
 
 
