@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw heatmaps and length curves and write a leaderboard from lm-eval results files",
         description="Read lm-eval output (--output_path folders or results_*.json files, with the "
         "samples_*.jsonl files of --log_samples when present) of one run or many, and write report.md, "
-        "leaderboard.csv, a depth x length heatmap per run and task, and a length curve per task. "
+        "leaderboard.csv, a depth x length heatmap per run and task, and a length curve per task; where "
+        "one model ran under several RoPE settings (e.g. rope_scaling=none, dynamic:2, yarn:2), a table "
+        "comparing them (also comparison.csv) and a length curve per task with a line per setting. "
         "Needs no model. Exit status 1 when some PATH was skipped (the report says why).",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="an lm-eval --output_path folder or a results JSON file")

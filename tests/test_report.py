@@ -143,7 +143,7 @@ def test_every_png_is_a_valid_image_of_readable_size(full_report):
 
     _, out = full_report
     pngs = sorted(out.glob("*.png"))
-    assert len(pngs) == 13
+    assert len(pngs) == 16  # 10 heatmaps, 3 length curves, 3 RoPE-comparison curves
     for path in pngs:
         with Image.open(path) as image:
             image.verify()
