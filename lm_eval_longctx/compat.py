@@ -364,3 +364,35 @@ def end_aligned_causal_chunks():
             ALL_ATTENTION_FUNCTIONS["sdpa"] = before
         else:
             del ALL_ATTENTION_FUNCTIONS["sdpa"]
+
+
+@contextlib.contextmanager
+def attention_kernels_by_query_length(many, one):
+    """Inside, each sdpa attention call runs with torch's ``sdpa_kernel(backends,
+    set_priority=True)``: ``one`` for one-token queries (decode steps), ``many`` otherwise
+    (prefills). Same lookup as ``end_aligned_causal_chunks``; it may be entered inside this."""
+    from torch.nn.attention import sdpa_kernel
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    def kernels(backends):
+        try:
+            return sdpa_kernel(backends, set_priority=True)
+        except TypeError:  # torch before 2.6: no priorities, the default order among these
+            return sdpa_kernel(backends)
+
+    local = ALL_ATTENTION_FUNCTIONS._local_mapping
+    had, before = "sdpa" in local, local.get("sdpa")
+    stock = ALL_ATTENTION_FUNCTIONS["sdpa"]
+
+    def attention(module, query, key, value, attention_mask, *args, **kwargs):
+        with kernels(one if query.shape[2] == 1 else many):
+            return stock(module, query, key, value, attention_mask, *args, **kwargs)
+
+    ALL_ATTENTION_FUNCTIONS["sdpa"] = attention
+    try:
+        yield
+    finally:
+        if had:
+            ALL_ATTENTION_FUNCTIONS["sdpa"] = before
+        else:
+            del ALL_ATTENTION_FUNCTIONS["sdpa"]

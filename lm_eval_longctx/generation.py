@@ -227,19 +227,22 @@ def prefill_chunk(model, batch: int, length: int, new_tokens: int, free_bytes: i
 
 
 def reproducible_attention(device):
-    """Return a context in which sdpa on CUDA leaves out its cuDNN backend (flash, then
-    memory-efficient, then math), so greedy answers repeat run to run; elsewhere a no-op.
+    """Return a context in which greedy answers repeat run to run and whatever else is in the
+    batch: on CUDA, sdpa decode steps (one-token queries) leave out the cuDNN backend (flash,
+    then memory-efficient, then math) and prefills put cuDNN first; elsewhere a no-op.
 
-    Measured on an H100 (torch 2.11, Llama-2-7B shape, 16k prompts, benchmarks/RESULTS.md): the
-    default selection, which picks cuDNN's kernel for these shapes, gave different greedy tokens
-    for the same batch run twice; with flash or memory-efficient only, every run and batch
-    composition gave the same tokens bit for bit.
+    Measured on an H100 (torch 2.11, Llama-2-7B shape, benchmarks/RESULTS.md): cuDNN's decode
+    kernel returns other bits for the same keys in another buffer, so greedy tokens changed
+    between runs and batch compositions; flash decoding repeats bit for bit. cuDNN prefills
+    repeat too (same batch twice, rows shared with another batch: identical tokens) and are
+    faster than flash's (2.35 s against 2.73 s for 4 x 16k, 2.82 s against 3.62 s for 2 x 32k).
     """
     if torch.device(device).type != "cuda":
         return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention import SDPBackend
 
-    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+    decode = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    return compat.attention_kernels_by_query_length(many=[SDPBackend.CUDNN_ATTENTION, *decode], one=decode)
 
 
 def free_device_bytes(device: torch.device) -> int | None:

@@ -301,13 +301,34 @@ def test_batch_size_for_fits_kv_cache_and_prefill_in_free_memory():
     assert generation.batch_size_for(llama2_7b, torch.bfloat16, 10**6, 24, free, limit=64) == 1
 
 
-def test_reproducible_attention_leaves_out_cudnn_on_cuda_only():
+def test_reproducible_attention_leaves_cudnn_out_of_decode_steps_on_cuda_only(tiny_model_dir, monkeypatch):
+    """Decode steps (one-token queries) run without cuDNN, prefills with it first; on the CPU
+    nothing changes. Checked where sdpa is called, through a real model's attention."""
+    from transformers import AutoModelForCausalLM
+
     from lm_eval_longctx.generation import reproducible_attention
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
+    seen = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(query, *args, **kwargs):
+        seen.append((query.shape[2], torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled()))
+        return real(query, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+
+    def prefill_and_step():
+        seen.clear()
+        with torch.inference_mode():
+            out = model(input_ids=torch.tensor([[1, 2, 3, 4]]), use_cache=True)
+            cache = {generation._cache_argument(model): out.past_key_values}
+            model(input_ids=torch.tensor([[5]]), use_cache=True, **cache)
+        return sorted(set(seen), reverse=True)
 
     before = torch.backends.cuda.cudnn_sdp_enabled()
     with reproducible_attention("cuda:0"):
-        assert not torch.backends.cuda.cudnn_sdp_enabled()
-        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+        assert prefill_and_step() == [(4, True, True), (1, False, True)]
     assert torch.backends.cuda.cudnn_sdp_enabled() == before
     with reproducible_attention("cpu"):
-        assert torch.backends.cuda.cudnn_sdp_enabled() == before
+        assert prefill_and_step() == [(4, before, True), (1, before, True)]
