@@ -197,6 +197,34 @@ def patch_cli(module) -> None:
     harness._longctx_patched = True
 
 
+# --------------------------------------------------------------------------- lm-eval: one evaluation
+
+
+def scope_evaluations(evaluator_module=None) -> None:
+    """lm-eval 0.4.13 ``lm_eval/evaluator.py``: ``simple_evaluate(model, model_args, tasks, ...)``
+    builds the model from ``model`` (a registered name, or an ``LM`` object used as is), then
+    loads the tasks (``task_manager.load``), then evaluates. Wrapped so that each call runs
+    under ``window.evaluation``: the tasks it loads learn whether its model marks over-long
+    prompts (see ``window``). ``lm_eval.simple_evaluate`` resolves to this module's function at
+    call time, so both names get the wrapper. Idempotent."""
+    if evaluator_module is None:
+        from lm_eval import evaluator as evaluator_module
+    original = getattr(evaluator_module, "simple_evaluate", None)
+    if original is None or getattr(original, "longctx_scoped", False):
+        return
+    import functools
+
+    from lm_eval_longctx import window
+
+    @functools.wraps(original)
+    def simple_evaluate(model, *args, **kwargs):
+        with window.evaluation(window.marks_beyond_window(model)):
+            return original(model, *args, **kwargs)
+
+    simple_evaluate.longctx_scoped = True
+    evaluator_module.simple_evaluate = simple_evaluate
+
+
 # --------------------------------------------------------------------------- lm-eval: aggregation
 
 # lm-eval 0.4.13 ``lm_eval/evaluator_utils.py`` logs, on its module logger, "[<task>] ...
@@ -309,3 +337,4 @@ def fixed_ntk_base(model, prompt_len: int):
             rotary.rope_type = "dynamic"
             rotary.register_buffer("inv_freq", rotary.original_inv_freq.clone(), persistent=False)
             rotary.max_seq_len_cached = rotary.original_max_seq_len
+

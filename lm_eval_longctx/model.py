@@ -29,7 +29,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import has_bos_prefix, normalize_gen_kwargs
 from tqdm import tqdm
 
-from lm_eval_longctx import generation, model_args, rope, window
+from lm_eval_longctx import compat, generation, model_args, rope, window
 from lm_eval_longctx.compat import fixed_ntk_base
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.registration import MODEL_NAME
@@ -86,6 +86,8 @@ class HFLongCtxLM(HFLM):
     window, max_length, attention implementation, dtype, device, beyond-window count, versions.
     """
 
+    marks_beyond_window = True  # window.py: the tasks let over-long prompts through to be marked
+
     def __init__(
         self,
         pretrained,
@@ -133,7 +135,6 @@ class HFLongCtxLM(HFLM):
             self.rope_setup = rope.merge_rope(self.model.config.to_dict())
         self._max_length = max_length or self.rope_setup.effective_window  # explicit max_length wins
         self.dynamic_ntk = any(getattr(m, "rope_type", None) == "dynamic" for m in self.model.modules())
-        window.declare_marking_model(self.max_length)
 
     # Loading: merge the RoPE spec into the config, then build the model from that config.
 
@@ -353,3 +354,5 @@ def cuda_devices_of(model, device) -> list[str]:
 # only when neither did, e.g. with LM_EVAL_LONGCTX_NO_AUTOLOAD=1 and a direct import.
 if MODEL_NAME not in model_registry:
     model_registry.register(MODEL_NAME, target=HFLongCtxLM)
+# Likewise the evaluation scope through which the tasks learn that this model marks (window.py).
+compat.scope_evaluations()

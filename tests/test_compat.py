@@ -159,6 +159,43 @@ def test_fail_closes_open_bars_quiets_asyncio_and_exits_2(capsys):
         bar.close()
 
 
+# --------------------------------------------------------------------------- lm-eval: one evaluation
+
+
+def test_simple_evaluate_builds_the_model_before_the_tasks_and_is_scoped():
+    import lm_eval
+    from lm_eval import evaluator
+
+    got = _params(evaluator.simple_evaluate)
+    assert got[0] == "model", CHANGED.format(what=f"simple_evaluate takes {got}", patch="scope_evaluations")
+    source = inspect.getsource(inspect.unwrap(evaluator.simple_evaluate))
+    built, loaded = source.find(".create_from_arg_obj("), source.find("task_manager.load(")
+    assert -1 < built < loaded, CHANGED.format(
+        what="simple_evaluate no longer builds the model before it loads the tasks", patch="scope_evaluations"
+    )
+    compat.scope_evaluations()
+    assert evaluator.simple_evaluate.longctx_scoped and lm_eval.simple_evaluate is evaluator.simple_evaluate
+
+
+def test_each_scoped_call_tells_its_tasks_whether_its_model_marks():
+    import types
+
+    from lm_eval_longctx import window
+
+    class Marking:
+        marks_beyond_window = True
+
+    module = types.SimpleNamespace(simple_evaluate=lambda model, **kwargs: window.model_marks_beyond_window())
+    compat.scope_evaluations(module)
+    compat.scope_evaluations(module)  # idempotent
+    assert module.simple_evaluate.__wrapped__.__name__ == "<lambda>"
+    assert module.simple_evaluate(Marking()) is True
+    assert module.simple_evaluate(object()) is False
+    assert module.simple_evaluate("hf-longctx") is True and module.simple_evaluate("hf") is False
+    assert module.simple_evaluate("no-such-model") is False  # simple_evaluate itself reports the name
+    assert window.model_marks_beyond_window() is False
+
+
 # --------------------------------------------------------------------------- lm-eval: aggregation
 
 
