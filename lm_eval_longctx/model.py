@@ -211,29 +211,44 @@ class HFLongCtxLM(HFLM):
     def _generate_by_length(self, requests, disable_tqdm: bool) -> list[str]:
         prompt_lens = [len(self._encoded[req.args[0]]) for req in requests]
         budgets = [normalize_gen_kwargs(req.args[1], self.max_gen_toks)["max_gen_toks"] for req in requests]
-        results = [window.BEYOND_WINDOW] * len(requests)
-        by_length = defaultdict(list)
-        needed = []
-        for i, (length, budget) in enumerate(zip(prompt_lens, budgets)):
-            if length + budget <= self.max_length:
-                by_length[length].append(i)
-            else:
-                needed.append(length + budget)
+        fits = [i for i, (n, budget) in enumerate(zip(prompt_lens, budgets)) if n + budget <= self.max_length]
+        needed = [n + budget for n, budget in zip(prompt_lens, budgets) if n + budget > self.max_length]
         if needed:
             self.beyond_window_count += len(needed)
             self._warn_beyond_window(needed, len(requests))
+        pbar = tqdm(total=len(fits), disable=disable_tqdm or self.rank != 0, desc="hf-longctx")
+        generate = super().generate_until
+
+        def run(length, indices):
+            self._group_shape = (length, max(budgets[i] for i in indices))  # for batch_size=auto
+            with generation.reproducible_attention(self.device):
+                outputs = generate([requests[i] for i in indices], disable_tqdm=True)
+            pbar.update(len(indices))
+            return outputs
+
         # Equal-length batches: no padding, so sdpa/flash run their fused causal kernels, and
         # dynamic NTK has one base per batch.
-        pbar = tqdm(total=len(requests) - len(needed), disable=disable_tqdm or self.rank != 0, desc="hf-longctx")
-        for length in sorted(by_length, reverse=True):  # longest first: an OOM shows at once, like HFLM
+        ran = self._run_by_length(fits, [prompt_lens[i] for i in fits], run)
+        pbar.close()
+        results = [window.BEYOND_WINDOW] * len(requests)
+        for i, output in zip(fits, ran):
+            results[i] = output
+        return results
+
+    def _run_by_length(self, items: list, lengths: list[int], run) -> list:
+        """Return ``run(length, group)`` for ``items`` grouped by ``lengths`` (the token count each
+        is run at), longest group first (an OOM shows at once, like HFLM), each group under the
+        dynamic-NTK base a fresh model picks for that length, the outputs back in ``items``' order."""
+        by_length = defaultdict(list)
+        for i, length in enumerate(lengths):
+            by_length[length].append(i)
+        results = [None] * len(items)
+        for length in sorted(by_length, reverse=True):
             indices = by_length[length]
-            self._group_shape = (length, max(budgets[i] for i in indices))  # for batch_size=auto
-            with fixed_ntk_base(self.model, length), generation.reproducible_attention(self.device):
-                outputs = super().generate_until([requests[i] for i in indices], disable_tqdm=True)
+            with fixed_ntk_base(self.model, length):
+                outputs = run(length, [items[i] for i in indices])
             for i, output in zip(indices, outputs):
                 results[i] = output
-            pbar.update(len(indices))
-        pbar.close()
         return results
 
     fast_generate = True  # False: every batch through model.generate (benchmarks compare both)
@@ -271,20 +286,12 @@ class HFLongCtxLM(HFLM):
                 f"hf-longctx does not cut them. Raise max_length (e.g. max_length={too_long[-1]}) or the "
                 "RoPE factor (rope_scaling=KIND:FACTOR)."
             )
+        loglikelihood = super()._loglikelihood_tokens
         if not self.dynamic_ntk:
-            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
-        by_length = defaultdict(list)
-        for i, length in enumerate(input_lens):
-            by_length[length].append(i)
-        results = [None] * len(requests)
-        for length, indices in by_length.items():
-            with fixed_ntk_base(self.model, length):
-                outputs = super()._loglikelihood_tokens(
-                    [requests[i] for i in indices], disable_tqdm=disable_tqdm, override_bs=override_bs
-                )
-            for i, output in zip(indices, outputs):
-                results[i] = output
-        return results
+            return loglikelihood(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        return self._run_by_length(
+            requests, input_lens, lambda _, group: loglikelihood(group, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        )
 
     _group_shape = None  # (prompt length, max_gen_toks) of the generation batch being run
 
