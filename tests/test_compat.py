@@ -326,3 +326,62 @@ def test_fixed_ntk_base_keeps_the_prompt_base_and_restores_the_module():
         assert torch.equal(rotary.inv_freq, inside) and rotary.rope_type == "default"
     assert not torch.equal(inside, rotary.original_inv_freq)  # 128 > 64 native: a larger base
     assert rotary.rope_type == "dynamic" and torch.equal(rotary.inv_freq, rotary.original_inv_freq)
+
+
+# --------------------------------------------------------------------------- transformers: RoPE in place
+
+
+def _llama(rope_parameters):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=64, max_position_embeddings=64, **llama_config_args(rope_parameters=rope_parameters),
+    )  # fmt: skip
+
+
+def test_a_weightless_skeleton_computes_the_buffers_a_built_model_has():
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import LlamaForCausalLM
+
+    assert "include_buffers" in inspect.signature(init_empty_weights).parameters, CHANGED_TF.format(
+        what="accelerate.init_empty_weights has no include_buffers", patch="DerivedState.of"
+    )
+    config = _llama({"rope_type": "yarn", "factor": 2.0, "rope_theta": 5e5, "original_max_position_embeddings": 64})
+    built = LlamaForCausalLM(config)
+    state = compat.DerivedState.of(LlamaForCausalLM, config)
+    assert state.problem_with(built) is None
+    for name, module in built.named_modules():
+        kept = {k: v for k, v in module._buffers.items() if k in module._non_persistent_buffers_set}
+        assert kept.keys() == state.buffers[name].keys(), CHANGED_TF.format(
+            what=f"{name}'s non-persistent buffers differ in a weightless skeleton", patch="DerivedState"
+        )
+        for key, value in kept.items():
+            assert torch.equal(value, state.buffers[name][key]), CHANGED_TF.format(
+                what=f"{name}.{key} is computed differently without weights", patch="DerivedState"
+            )
+    rotary = built.model.rotary_emb
+    assert rotary._non_persistent_buffers_set, CHANGED_TF.format(
+        what="the rotary module keeps inv_freq in no non-persistent buffer", patch="DerivedState.put_on"
+    )
+    assert state.attributes["model.rotary_emb"]["attention_scaling"] == rotary.attention_scaling != 1.0
+
+
+def test_for_a_llama_rope_state_lives_only_in_modules_with_non_persistent_buffers():
+    # put_on replaces the whole state of those modules; anywhere else it copies only what differs.
+    from transformers import LlamaForCausalLM
+
+    linear = compat.DerivedState.of(LlamaForCausalLM, _llama({"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}))
+    yarn = compat.DerivedState.of(
+        LlamaForCausalLM,
+        _llama({"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4, "original_max_position_embeddings": 64}),
+    )
+    differing = {
+        name for name, attributes in linear.attributes.items()
+        if attributes.keys() != yarn.attributes[name].keys()
+        or not all(compat._same(value, yarn.attributes[name][key]) for key, value in attributes.items())
+    }  # fmt: skip
+    assert differing == {"model.rotary_emb"}, CHANGED_TF.format(
+        what=f"RoPE settings now change state of {sorted(differing)}", patch="DerivedState"
+    )
