@@ -73,20 +73,25 @@ def register_model(models_module) -> None:
 # --------------------------------------------------------------------------- lm-eval: the CLI
 
 
-def fail(message: str) -> None:
-    """Print one error line as the last thing on stderr, then exit 2.
-
-    tqdm 4.x keeps open bars in the class attribute ``tqdm._instances``; an open bar would
-    redraw itself after our line at exit, so each is closed first. With ``num_concurrent`` > 1,
-    lm-eval 0.4.13's other pending aiohttp requests die with the run and asyncio (the stdlib's
-    ``asyncio`` logger) would print "Task exception was never retrieved" for each, after our line.
-    """
+def close_progress_bars() -> None:
+    """Close every open tqdm bar (tqdm 4.x keeps them in the class attribute ``tqdm._instances``),
+    so none redraws itself after a line printed at the end of a failed run."""
     tqdm = sys.modules.get("tqdm")
     for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or ()):
         try:
             bar.close()
         except Exception:
             pass
+
+
+def fail(message: str) -> None:
+    """Print one error line as the last thing on stderr, then exit 2.
+
+    Open progress bars are closed first (``close_progress_bars``). With ``num_concurrent`` > 1,
+    lm-eval 0.4.13's other pending aiohttp requests die with the run and asyncio (the stdlib's
+    ``asyncio`` logger) would print "Task exception was never retrieved" for each, after our line.
+    """
+    close_progress_bars()
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     sys.stderr.write(f"\nlm-eval-longctx error: {message}\n")
     raise SystemExit(2) from None
@@ -196,6 +201,86 @@ def patch_cli(module) -> None:
     harness.parse_args = parse_args
     harness.execute = execute
     harness._longctx_patched = True
+
+
+# --------------------------------------------------------------------------- lm-eval: the run command, reused
+
+
+def lm_eval_run_parser(parser_class):
+    """Return lm-eval 0.4.13's own ``lm_eval run`` argument parser (``lm_eval/_cli/run.py``:
+    ``Run.create(subparsers)`` adds it as the "run" sub-parser, with ``func`` set to
+    ``Run._execute``), built as a ``parser_class`` so its errors go where the caller says."""
+    from lm_eval._cli.run import Run
+
+    holder = parser_class(add_help=False).add_subparsers(parser_class=parser_class)
+    Run.create(holder)
+    return holder.choices["run"]
+
+
+def model_arg_value(key: str, text: str):
+    """Return the value lm-eval 0.4.13 gives ``key=text`` in ``--model_args`` (``_cli/utils.py``:
+    ``key_val_to_dict``; ``dynamic:2`` stays a string, ``{...}`` becomes a dict, ``None`` None)."""
+    from lm_eval._cli.utils import key_val_to_dict
+
+    return key_val_to_dict(f"{key}={text}")[key]
+
+
+def run_config(args):
+    """Return lm-eval 0.4.13's ``EvaluatorConfig`` for parsed ``run`` arguments, validated and with
+    its tasks resolved, as ``Run._execute`` makes it before loading the model
+    (``EvaluatorConfig.from_cli(args)``, then ``process_tasks(metadata)``). lm-eval raises
+    ValueError for what it refuses (no task found, --log_samples without --output_path)."""
+    import copy
+
+    from lm_eval.config.evaluate_config import EvaluatorConfig
+
+    config = EvaluatorConfig.from_cli(copy.deepcopy(args))
+    config.process_tasks(config.metadata)
+    return config
+
+
+def run_lm_eval(args) -> None:
+    """Run lm-eval 0.4.13's ``run`` command on parsed arguments (``args.func`` is ``Run._execute``):
+    it evaluates, prints its tables, and saves results and samples as ``lm_eval`` does."""
+    args.func(args)
+
+
+@contextlib.contextmanager
+def model_built_by(name: str, build):
+    """Inside, lm-eval builds model ``name`` with ``build(model_args, additional_config)`` instead of
+    constructing the registered class: lm-eval 0.4.13 ``simple_evaluate`` calls
+    ``lm_eval.api.registry.get_model(model).create_from_arg_obj(model_args, {"batch_size": ...,
+    "max_batch_size": ..., "device": ...})`` (``create_from_arg_string`` for a string). Everything
+    else the class says (``marks_beyond_window``, ...) is the registered class's. Restored on exit."""
+    from lm_eval.api import registry
+
+    original = registry.get_model
+
+    class Built:
+        def __init__(self, model_class):
+            self._model_class = model_class
+
+        def __getattr__(self, attribute):
+            return getattr(self._model_class, attribute)
+
+        def create_from_arg_obj(self, arg_dict, additional_config=None):
+            extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+            return build(dict(arg_dict), extra)
+
+        def create_from_arg_string(self, arg_string, additional_config=None):
+            from lm_eval.utils import simple_parse_args_string
+
+            return self.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    def get_model(model_name):
+        found = original(model_name)
+        return Built(found) if model_name == name else found
+
+    registry.get_model = get_model
+    try:
+        yield
+    finally:
+        registry.get_model = original
 
 
 # --------------------------------------------------------------------------- lm-eval: one evaluation

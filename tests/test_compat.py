@@ -385,3 +385,61 @@ def test_for_a_llama_rope_state_lives_only_in_modules_with_non_persistent_buffer
     assert differing == {"model.rotary_emb"}, CHANGED_TF.format(
         what=f"RoPE settings now change state of {sorted(differing)}", patch="DerivedState"
     )
+
+
+# --------------------------------------------------------------------------- lm-eval: the run command, reused
+
+
+def test_the_run_parser_is_lm_eval_s_and_executes_run():
+    import argparse
+
+    from lm_eval._cli.run import Run
+
+    parser = compat.lm_eval_run_parser(argparse.ArgumentParser)
+    args = parser.parse_args(["--model_args", "pretrained=x,rope_scaling=dynamic:2", "--tasks", "a,b"])
+    assert args.func == Run._execute, CHANGED.format(what="the run parser no longer sets func=Run._execute", patch="run_lm_eval")
+    assert args.model_args == {"pretrained": "x", "rope_scaling": "dynamic:2"} and args.tasks == ["a", "b"]
+    assert not hasattr(args, "command"), CHANGED.format(what="the run parser sets 'command'", patch="sweep.run_args")
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("dynamic:2", "dynamic:2"), ("none", "none"), ('{"rope_type": "linear", "factor": 2}', {"rope_type": "linear", "factor": 2})],
+)
+def test_a_model_arg_gets_the_value_lm_eval_gives_it(text, value):
+    from lm_eval._cli.harness import HarnessCLI
+
+    assert compat.model_arg_value("rope_scaling", text) == value
+    run = HarnessCLI()._subparsers.choices["run"]
+    parsed = run.parse_args(["--model_args", "pretrained=x", f"rope_scaling={text}", "--tasks", "t"]).model_args
+    assert parsed["rope_scaling"] == value, CHANGED.format(what=f"--model_args rope_scaling={text} gives {parsed}", patch="model_arg_value")
+
+
+def test_run_config_refuses_what_lm_eval_refuses_before_loading():
+    import argparse
+
+    parser = compat.lm_eval_run_parser(argparse.ArgumentParser)
+    with pytest.raises(ValueError, match="Specify --output_path if providing --log_samples"):
+        compat.run_config(parser.parse_args(["--tasks", "longctx_kv", "--log_samples"]))
+    with pytest.raises(ValueError, match="Tasks not found: no_such_task"):  # resolved as Run._execute resolves them
+        compat.run_config(parser.parse_args(["--model_args", "pretrained=x", "--tasks", "longctx_kv,no_such_task"]))
+
+
+def test_simple_evaluate_builds_the_registered_model_through_get_model():
+    from lm_eval import evaluator
+    from lm_eval.api import registry
+
+    source = inspect.getsource(inspect.unwrap(evaluator.simple_evaluate))
+    assert "lm_eval.api.registry.get_model(model).create_from_arg_obj(" in source, CHANGED.format(
+        what="simple_evaluate no longer builds a named model with registry.get_model(model).create_from_arg_obj", patch="model_built_by"
+    )
+    built = []
+    original = registry.get_model
+    with compat.model_built_by("hf-longctx", lambda args, extra: built.append((args, extra)) or "the loaded model"):
+        model = registry.get_model("hf-longctx")
+        assert model.create_from_arg_obj({"pretrained": "x"}, {"batch_size": 2, "device": None}) == "the loaded model"
+        assert model.create_from_arg_string("pretrained=y", {}) == "the loaded model"
+        assert model.marks_beyond_window is True  # the registered class's attributes
+        assert registry.get_model("hf") is original("hf")
+    assert built == [({"pretrained": "x"}, {"batch_size": 2}), ({"pretrained": "y"}, {})]
+    assert registry.get_model is original
