@@ -113,11 +113,10 @@ def test_each_evaluation_learns_its_own_model_s_window_rule(metadata):
     from lm_eval_longctx.model import HFLongCtxLM
 
     grid = {**metadata, "max_seq_lengths": [600], "depths": [0], "num_samples": 1}  # 600 > the 512 window
+    tasks = task_manager(metadata=grid)  # one index for the three evaluations; each loads its tasks anew
 
     def evaluate(model, **kwargs):
-        return lm_eval.simple_evaluate(
-            model=model, tasks=["longctx_kv"], task_manager=task_manager(metadata=grid), bootstrap_iters=0, **kwargs
-        )
+        return lm_eval.simple_evaluate(model=model, tasks=["longctx_kv"], task_manager=tasks, bootstrap_iters=0, **kwargs)
 
     marked = evaluate("hf-longctx", model_args={"pretrained": grid["pretrained"], "device": "cpu"})
     assert marked["results"]["longctx_kv"]["beyond_window,none"] == 1
