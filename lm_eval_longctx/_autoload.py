@@ -24,6 +24,7 @@ HOOKS = {
     "lm_eval.tasks.manager": "patch_task_manager",
     "lm_eval.models": "register_model",
     "lm_eval._cli.harness": "patch_cli",
+    "lm_eval.evaluator": "scope_evaluations",
 }
 
 

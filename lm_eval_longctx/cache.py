@@ -59,6 +59,11 @@ def dumps_records(records: list[dict]) -> bytes:
     return "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records).encode()
 
 
+def as_stored(records: list[dict]) -> list[dict]:
+    """Return the records as a read of their cache file gives them back (keys sorted, JSON types)."""
+    return [json.loads(json.dumps(r, sort_keys=True, ensure_ascii=False)) for r in records]
+
+
 def file_bytes(key: str, records: list[dict]) -> bytes:
     """Return the cache file for ``records``: a header line, then one record a line."""
     body = dumps_records(records)
@@ -92,12 +97,18 @@ def read_verified(path: Path, key: str) -> list[dict]:
     return [json.loads(line) for line in body.decode("utf-8").splitlines()]
 
 
-def cached_records(task: str, material: dict, build: Callable[[], list[dict]]) -> tuple[list[dict], Path | None]:
+def cached_records(task: str, material: dict, build_records: Callable[[], list[dict]]) -> tuple[list[dict], Path | None]:
     """Return the records for ``material`` and the file holding them, building them at most once.
 
-    The path is None when the cache folder cannot be used and the records were built for this
-    run only (one warning says so and names the fix).
+    Built or read, the records are the same: as the file holds them (keys sorted, JSON types), so
+    lm-eval's document hashes in the results do not depend on whether the cache was warm. The
+    path is None when the cache folder cannot be used and the records were built for this run
+    only (one warning says so and names the fix).
     """
+
+    def build():
+        return as_stored(build_records())
+
     key = set_key(material)
     folder = cache_root() / task
     path = folder / f"{key[:32]}.jsonl"

@@ -28,6 +28,12 @@ def _report(args) -> int:
     return report(args.paths, args.output_dir, args.threshold)
 
 
+def _sweep(argv) -> int:
+    from lm_eval_longctx.sweep import main as sweep
+
+    return sweep(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lm-eval-longctx",
@@ -63,12 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.85,
                    help="accuracy an effective context length must hold at every length up to it (default 0.85)")
     p.set_defaults(func=_report)
+    # Listed here for --help; main() hands "sweep" its own arguments (lm-eval's run options, parsed by lm-eval).
+    sub.add_parser(
+        "sweep",
+        add_help=False,
+        help="load a model once and run lm-eval under each RoPE setting (--rope none dynamic:2 ...), "
+        "then the report; `lm-eval-longctx sweep --help` for its options",
+    )
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if argv[:1] == ["sweep"]:
+            return _sweep(argv[1:])
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except LongCtxError as exc:
         print(f"lm-eval-longctx error: {exc}", file=sys.stderr)

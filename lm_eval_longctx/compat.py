@@ -1,18 +1,19 @@
 """Every patch of third-party code, in one place, each with the versions it was written for.
 
-Written for lm-eval 0.4.13 and transformers 5.23-5.24 (torch 2.x, tqdm 4.x); the transformers
-patch also holds on 4.57.6 (scripts/test_tf4.sh runs tests/test_compat.py there). Each patch says
-what it relies on; tests/test_compat.py checks exactly that against the installed versions
-and fails naming the patch when a release changes it. Nothing heavy is imported at module
-level: the start-up hook (``_autoload``) imports this module only once lm-eval itself is
-being imported, and the rotary patch imports torch and transformers when it runs.
+Written for lm-eval 0.4.13 and transformers 5.23-5.24 (torch 2.x, tqdm 4.x, accelerate 1.x); the
+transformers parts also hold on 4.57.6 (scripts/test_tf4.sh runs tests/test_compat.py there).
+Each patch, and each reliance on internals (the rotary modules' state, for dynamic NTK and for
+switching RoPE in place), says what it relies on; tests/test_compat.py checks exactly that
+against the installed versions and fails naming the patch when a release changes it. Nothing
+heavy is imported at module level: the start-up hook (``_autoload``) imports this module only
+once lm-eval itself is being imported; torch, transformers and accelerate are imported when used.
 """
 
 import contextlib
 import logging
 import sys
 
-WRITTEN_FOR = {"lm_eval": "0.4.13", "transformers": "5.17-5.24, 4.57"}
+WRITTEN_FOR = {"lm_eval": "0.4.13", "transformers": "5.17-5.24, 4.57", "accelerate": "1.15"}
 
 
 # --------------------------------------------------------------------------- lm-eval: plugins
@@ -72,20 +73,25 @@ def register_model(models_module) -> None:
 # --------------------------------------------------------------------------- lm-eval: the CLI
 
 
-def fail(message: str) -> None:
-    """Print one error line as the last thing on stderr, then exit 2.
-
-    tqdm 4.x keeps open bars in the class attribute ``tqdm._instances``; an open bar would
-    redraw itself after our line at exit, so each is closed first. With ``num_concurrent`` > 1,
-    lm-eval 0.4.13's other pending aiohttp requests die with the run and asyncio (the stdlib's
-    ``asyncio`` logger) would print "Task exception was never retrieved" for each, after our line.
-    """
+def close_progress_bars() -> None:
+    """Close every open tqdm bar (tqdm 4.x keeps them in the class attribute ``tqdm._instances``),
+    so none redraws itself after a line printed at the end of a failed run."""
     tqdm = sys.modules.get("tqdm")
     for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or ()):
         try:
             bar.close()
         except Exception:
             pass
+
+
+def fail(message: str) -> None:
+    """Print one error line as the last thing on stderr, then exit 2.
+
+    Open progress bars are closed first (``close_progress_bars``). With ``num_concurrent`` > 1,
+    lm-eval 0.4.13's other pending aiohttp requests die with the run and asyncio (the stdlib's
+    ``asyncio`` logger) would print "Task exception was never retrieved" for each, after our line.
+    """
+    close_progress_bars()
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     sys.stderr.write(f"\nlm-eval-longctx error: {message}\n")
     raise SystemExit(2) from None
@@ -195,6 +201,114 @@ def patch_cli(module) -> None:
     harness.parse_args = parse_args
     harness.execute = execute
     harness._longctx_patched = True
+
+
+# --------------------------------------------------------------------------- lm-eval: the run command, reused
+
+
+def lm_eval_run_parser(parser_class):
+    """Return lm-eval 0.4.13's own ``lm_eval run`` argument parser (``lm_eval/_cli/run.py``:
+    ``Run.create(subparsers)`` adds it as the "run" sub-parser, with ``func`` set to
+    ``Run._execute``), built as a ``parser_class`` so its errors go where the caller says."""
+    from lm_eval._cli.run import Run
+
+    holder = parser_class(add_help=False).add_subparsers(parser_class=parser_class)
+    Run.create(holder)
+    return holder.choices["run"]
+
+
+def model_arg_value(key: str, text: str):
+    """Return the value lm-eval 0.4.13 gives ``key=text`` in ``--model_args`` (``_cli/utils.py``:
+    ``key_val_to_dict``; ``dynamic:2`` stays a string, ``{...}`` becomes a dict, ``None`` None)."""
+    from lm_eval._cli.utils import key_val_to_dict
+
+    return key_val_to_dict(f"{key}={text}")[key]
+
+
+def run_config(args):
+    """Return lm-eval 0.4.13's ``EvaluatorConfig`` for parsed ``run`` arguments, validated and with
+    its tasks resolved, as ``Run._execute`` makes it before loading the model
+    (``EvaluatorConfig.from_cli(args)``, then ``process_tasks(metadata)``). lm-eval raises
+    ValueError for what it refuses (no task found, --log_samples without --output_path)."""
+    import copy
+
+    from lm_eval.config.evaluate_config import EvaluatorConfig
+
+    config = EvaluatorConfig.from_cli(copy.deepcopy(args))
+    config.process_tasks(config.metadata)
+    return config
+
+
+def run_lm_eval(args) -> None:
+    """Run lm-eval 0.4.13's ``run`` command on parsed arguments (``args.func`` is ``Run._execute``):
+    it evaluates, prints its tables, and saves results and samples as ``lm_eval`` does."""
+    args.func(args)
+
+
+@contextlib.contextmanager
+def model_built_by(name: str, build):
+    """Inside, lm-eval builds model ``name`` with ``build(model_args, additional_config)`` instead of
+    constructing the registered class: lm-eval 0.4.13 ``simple_evaluate`` calls
+    ``lm_eval.api.registry.get_model(model).create_from_arg_obj(model_args, {"batch_size": ...,
+    "max_batch_size": ..., "device": ...})`` (``create_from_arg_string`` for a string). Everything
+    else the class says (``marks_beyond_window``, ...) is the registered class's. Restored on exit."""
+    from lm_eval.api import registry
+
+    original = registry.get_model
+
+    class Built:
+        def __init__(self, model_class):
+            self._model_class = model_class
+
+        def __getattr__(self, attribute):
+            return getattr(self._model_class, attribute)
+
+        def create_from_arg_obj(self, arg_dict, additional_config=None):
+            extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+            return build(dict(arg_dict), extra)
+
+        def create_from_arg_string(self, arg_string, additional_config=None):
+            from lm_eval.utils import simple_parse_args_string
+
+            return self.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    def get_model(model_name):
+        found = original(model_name)
+        return Built(found) if model_name == name else found
+
+    registry.get_model = get_model
+    try:
+        yield
+    finally:
+        registry.get_model = original
+
+
+# --------------------------------------------------------------------------- lm-eval: one evaluation
+
+
+def scope_evaluations(evaluator_module=None) -> None:
+    """lm-eval 0.4.13 ``lm_eval/evaluator.py``: ``simple_evaluate(model, model_args, tasks, ...)``
+    builds the model from ``model`` (a registered name, or an ``LM`` object used as is), then
+    loads the tasks (``task_manager.load``), then evaluates. Wrapped so that each call runs
+    under ``window.evaluation``: the tasks it loads learn whether its model marks over-long
+    prompts (see ``window``). ``lm_eval.simple_evaluate`` resolves to this module's function at
+    call time, so both names get the wrapper. Idempotent."""
+    if evaluator_module is None:
+        from lm_eval import evaluator as evaluator_module
+    original = getattr(evaluator_module, "simple_evaluate", None)
+    if original is None or getattr(original, "longctx_scoped", False):
+        return
+    import functools
+
+    from lm_eval_longctx import window
+
+    @functools.wraps(original)
+    def simple_evaluate(model, *args, **kwargs):
+        with window.evaluation(window.marks_beyond_window(model)):
+            return original(model, *args, **kwargs)
+
+    simple_evaluate.longctx_scoped = True
+    evaluator_module.simple_evaluate = simple_evaluate
 
 
 # --------------------------------------------------------------------------- lm-eval: aggregation
@@ -396,3 +510,135 @@ def attention_kernels_by_query_length(many, one):
             ALL_ATTENTION_FUNCTIONS["sdpa"] = before
         else:
             del ALL_ATTENTION_FUNCTIONS["sdpa"]
+
+
+# --------------------------------------------------------------------------- transformers: RoPE in place
+
+# transformers 5.23-5.24 and 4.57: what a model's constructor derives from its config and
+# ``from_pretrained`` does not load from the checkpoint is its non-persistent buffers (a rotary
+# module's ``inv_freq``, and ``original_inv_freq``: a buffer in 5.x, a plain attribute aliasing
+# ``inv_freq`` in 4.57) and plain attributes (``rope_type``, ``attention_scaling``,
+# ``max_seq_len_cached``, ``original_max_seq_len``; DeepSeek-style attention keeps a yarn-scaled
+# ``scaling``). 5.x ``_init_weights`` recomputes rotary buffers after loading with the same
+# functions. Forward passes leave state behind: dynamic NTK rewrites ``inv_freq`` and
+# ``max_seq_len_cached``, 5.x longrope caches ``long_inv_freq`` as a plain tensor attribute.
+# Built under ``accelerate.init_empty_weights(include_buffers=False)``, a skeleton of the model's
+# class holds its parameters on the meta device (no memory) and computes those buffers for real.
+
+
+def _module_internals() -> frozenset:
+    import torch
+
+    return frozenset(vars(torch.nn.Module()))
+
+
+def _is_config(value) -> bool:
+    return hasattr(value, "to_dict") and hasattr(value, "model_type")
+
+
+class DerivedState:
+    """What a model class's constructor derives from one config, module by module.
+
+    ``buffers[name]``: the module's non-persistent buffers; ``attributes[name]``: its other
+    attributes (tensors and functions such as 4.57's ``rope_init_fn`` included; the config, bound
+    methods and nn.Module's own bookkeeping left out).
+    """
+
+    def __init__(self, buffers: dict, attributes: dict):
+        self.buffers = buffers
+        self.attributes = attributes
+
+    @classmethod
+    def of(cls, model_class, config) -> "DerivedState":
+        """Build a weightless skeleton of ``model_class`` from a copy of ``config`` and read its state.
+
+        Raises LongCtxError when the class cannot be built that way (then its RoPE state cannot be
+        rebuilt in place)."""
+        import copy
+        import inspect
+
+        from accelerate import init_empty_weights
+
+        from lm_eval_longctx.errors import LongCtxError
+
+        try:
+            with init_empty_weights(include_buffers=False):
+                skeleton = model_class(copy.deepcopy(config))
+        except Exception as exc:
+            raise LongCtxError(
+                f"{model_class.__name__} cannot be rebuilt from its config ({type(exc).__name__}: {exc}), so its RoPE "
+                "state cannot be switched in place to equal a fresh load; run each RoPE setting as its own "
+                "lm_eval --model hf-longctx run."
+            ) from None
+        internals = _module_internals()
+        buffers, attributes = {}, {}
+        for name, module in skeleton.named_modules():
+            buffers[name] = {
+                key: value for key, value in module._buffers.items() if key in module._non_persistent_buffers_set
+            }
+            attributes[name] = {
+                key: value
+                for key, value in vars(module).items()
+                if key not in internals and not _is_config(value) and not inspect.ismethod(value)
+            }
+        return cls(buffers, attributes)
+
+    def problem_with(self, model) -> str | None:
+        """Say why ``model`` does not have this skeleton's modules (adapters, a patched model), else None."""
+        names = {name for name, _ in model.named_modules()}
+        if names != set(self.buffers):
+            extra, missing = sorted(names - set(self.buffers))[:3], sorted(set(self.buffers) - names)[:3]
+            return f"its modules differ from those its class builds (extra {extra}, missing {missing})"
+        return None
+
+    def put_on(self, model, before: "DerivedState") -> None:
+        """Give ``model`` this state where it is derived from RoPE: every non-persistent buffer and
+        every plain attribute of modules holding such buffers (dropping tensors a forward cached),
+        and any other attribute that differs from ``before`` (the state of the setting it leaves).
+        Buffers keep the device and dtype the loaded model gave them."""
+        import torch
+
+        for name, module in model.named_modules():
+            buffers, attributes = self.buffers[name], self.attributes[name]
+            derived = buffers or any(key in module._non_persistent_buffers_set for key in module._buffers)
+            if not derived:
+                old = before.attributes[name]
+                for key, value in attributes.items():
+                    if key not in old or not _same(old[key], value):
+                        module.__dict__[key] = value
+                continue
+            placed = {}  # skeleton tensor id -> the tensor put on the model (4.57's original_inv_freq IS inv_freq)
+
+            def place(key, value, _module=module, _placed=placed):
+                if id(value) not in _placed:
+                    like = _module._buffers.get(key)
+                    if like is None:
+                        like = next(iter(_module._buffers.values()), None)
+                    target = {"device": like.device, "dtype": like.dtype} if like is not None else {}
+                    if like is not None and not value.is_floating_point():
+                        target.pop("dtype")
+                    _placed[id(value)] = value.to(**target)
+                return _placed[id(value)]
+
+            for key in [k for k in module._buffers if k in module._non_persistent_buffers_set and k not in buffers]:
+                del module._buffers[key]
+                module._non_persistent_buffers_set.discard(key)
+            for key, value in buffers.items():
+                module.register_buffer(key, place(key, value), persistent=False)
+            for key, value in attributes.items():
+                module.__dict__[key] = place(key, value) if isinstance(value, torch.Tensor) else value
+            stale = [k for k, v in vars(module).items() if isinstance(v, torch.Tensor) and k not in attributes]
+            for key in stale:  # caches a forward left (5.x longrope's long_inv_freq)
+                del module.__dict__[key]
+
+
+def _same(a, b) -> bool:
+    """True when two attribute values are equal (tensors by value); False when they cannot be compared."""
+    import torch
+
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    try:
+        return bool(a == b)
+    except Exception:
+        return False

@@ -13,10 +13,16 @@ prompts are cut from the left, and dynamic NTK scores depend on what ran before.
   requests that do not fit raise ``LongCtxError``. Nothing is ever cut.
 * Dynamic NTK: each request rotates with the base a fresh model picks for its prompt, kept
   fixed while it decodes (see ``fixed_ntk_base``).
+* ``switch_rope`` puts another setting on the loaded model in place, equal to a fresh load of
+  that setting (``lm-eval-longctx sweep`` runs every setting on one load this way). One step,
+  ``_set_rope``, puts a setting on the config (before the weights load) and on the built model.
+* The tasks learn that this model marks over-long prompts from ``marks_beyond_window`` through
+  the evaluation it runs in (``window.evaluation``), never from module state.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import importlib.util
 import logging
@@ -29,7 +35,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import has_bos_prefix, normalize_gen_kwargs
 from tqdm import tqdm
 
-from lm_eval_longctx import generation, model_args, rope, window
+from lm_eval_longctx import compat, generation, model_args, rope, window
 from lm_eval_longctx.compat import fixed_ntk_base
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.registration import MODEL_NAME
@@ -86,6 +92,8 @@ class HFLongCtxLM(HFLM):
     window, max_length, attention implementation, dtype, device, beyond-window count, versions.
     """
 
+    marks_beyond_window = True  # window.py: the tasks let over-long prompts through to be marked
+
     def __init__(
         self,
         pretrained,
@@ -100,14 +108,13 @@ class HFLongCtxLM(HFLM):
     ) -> None:
         # Checked first: a bad argument must fail before any download or weight load.
         pretrained, max_length = model_args.check(pretrained, max_length, device, dtype, attn_implementation, kwargs)
-        self._rope_args = {"rope_scaling": rope_scaling, "rope_theta": rope_theta}
-        self._rope_spec, self._rope_theta = rope.parse_rope_args(rope_scaling, rope_theta)
+        spec, theta = rope.parse_rope_args(rope_scaling, rope_theta)
         if truncation:
             raise LongCtxError(
                 f"truncation={truncation!r}: hf-longctx never cuts prompts; over-long ones are marked "
                 "beyond the window. Leave truncation out and raise max_length or the RoPE factor instead."
             )
-        if not isinstance(pretrained, str) and (self._rope_spec or self._rope_theta):
+        if not isinstance(pretrained, str) and (spec or theta):
             raise LongCtxError(
                 "rope_scaling/rope_theta need pretrained as a path or hub name (got a built model, whose "
                 "rotary frequencies are already fixed); e.g. pretrained=HuggingFaceTB/SmolLM2-135M."
@@ -119,34 +126,103 @@ class HFLongCtxLM(HFLM):
             cuda=torch.cuda.is_available(),
             flash_attn=importlib.util.find_spec("flash_attn") is not None,
         )
-        self._auto_batch_size = None
-        self.beyond_window_count = 0
+        self._rope_args = {"rope_scaling": rope_scaling, "rope_theta": rope_theta}  # as typed
+        self._checkpoint_config = None  # the config as loaded, before any setting: set by _get_config
+        self._derived = None  # compat.DerivedState of the setting on the built model, once switched
+        self.rope_setup = None  # the setting's windows: set by _set_rope only
+        self._start_evaluation()
+        # HFLM reads the config (_get_config puts the RoPE setting on it), then builds the model from it.
         super().__init__(
             pretrained,
-            max_length=max_length,
+            max_length=max_length,  # HFLM keeps it as _max_length: an explicit value wins (max_length below)
             device=device,
             dtype=dtype,
             attn_implementation=attn_implementation,
             **kwargs,
         )
-        if not isinstance(pretrained, str):
-            self.rope_setup = rope.merge_rope(self.model.config.to_dict())
-        self._max_length = max_length or self.rope_setup.effective_window  # explicit max_length wins
-        self.dynamic_ntk = any(getattr(m, "rope_type", None) == "dynamic" for m in self.model.modules())
-        window.declare_marking_model(self.max_length)
+        if not isinstance(pretrained, str):  # a built model: HFLM read no config; record its own RoPE
+            self._set_rope(None, None)
 
-    # Loading: merge the RoPE spec into the config, then build the model from that config.
+    # RoPE: one step (_set_rope) puts a setting on the config before the model is built, and on the
+    # built model when a sweep switches settings in place.
 
     def _get_config(self, pretrained, **kwargs) -> None:
         super()._get_config(pretrained, **kwargs)
-        # transformers computes rotary frequencies once, at init: the config must be right before.
-        self.rope_setup = rope.merge_rope(self._config.to_dict(), self._rope_spec, self._rope_theta, ROPE_LAYOUT)
-        for key, value in self.rope_setup.config_updates.items():
-            setattr(self._config, key, value)
+        self._checkpoint_config = self._config.to_dict()  # what every setting is merged into
+        # transformers computes rotary frequencies once, at init: the config must hold the setting before.
+        self._set_rope(**self._rope_args)
 
     def _create_model(self, pretrained, **kwargs) -> None:
         # config= carries the merged RoPE; rope_scaling= to from_pretrained loses rope_theta on 5.x.
         super()._create_model(pretrained, config=self._config, **kwargs)
+
+    def _set_rope(self, rope_scaling, rope_theta) -> None:
+        """Put a RoPE setting on the config and, once the model is built, on the model, as a fresh
+        load with these model args has it; set ``rope_setup`` (the windows). Raises LongCtxError,
+        changing nothing, when the setting does not fit this model or cannot be put on it in place."""
+        spec, theta = rope.parse_rope_args(rope_scaling, rope_theta)
+        if self._checkpoint_config is None:  # a built model: its rotary frequencies are fixed as they are
+            setup = rope.merge_rope(self._config.to_dict())
+        else:
+            setup = rope.merge_rope(self._checkpoint_config, spec, theta, ROPE_LAYOUT)
+            if hasattr(self, "_model"):
+                self._put_rope_on_model(setup)
+            rope.put_on_config(self._config, self._checkpoint_config, setup)
+        self.rope_setup = setup
+        self._rope_args = {"rope_scaling": rope_scaling, "rope_theta": rope_theta}
+
+    def _put_rope_on_model(self, setup: rope.RopeSetup) -> None:
+        model = self.model
+        config = copy.deepcopy(model.config)
+        rope.put_on_config(config, self._checkpoint_config, setup)
+        after = compat.DerivedState.of(type(model), config)  # what a fresh load of this setting derives
+        before = self._derived or compat.DerivedState.of(type(model), model.config)
+        problem = after.problem_with(model)
+        if problem:
+            raise LongCtxError(
+                f"the loaded {type(model).__name__} cannot switch RoPE settings in place: {problem}. Run each "
+                "setting as its own lm_eval --model hf-longctx run."
+            )
+        rope.put_on_config(model.config, self._checkpoint_config, setup)
+        after.put_on(model, before)
+        self._derived = after
+
+    def switch_rope(self, rope_scaling=None, rope_theta=None) -> None:
+        """Put another RoPE setting on the loaded model in place.
+
+        Afterwards the model computes, and reports (``max_length``, ``config.longctx``), exactly what
+        ``HFLongCtxLM`` loaded with these ``rope_scaling``/``rope_theta`` and the same other arguments
+        would, and this evaluation's counters start at zero. Raises LongCtxError, changing nothing,
+        for a setting that does not fit the model, and for a model that cannot match a fresh load in
+        place (one given as a built object; one whose modules differ from what its class builds).
+        """
+        if self._checkpoint_config is None:
+            raise LongCtxError(
+                "switching RoPE in place needs the model loaded by hf-longctx from pretrained=PATH (it was "
+                "given as a built model, so there is no checkpoint config to put another setting on)."
+            )
+        self._set_rope(rope_scaling, rope_theta)
+        self._start_evaluation()
+
+    def _start_evaluation(self) -> None:
+        """Zero what one evaluation counts or tunes: beyond-window requests, batch sizes, peak memory."""
+        self.beyond_window_count = 0
+        self._auto_batch_size = None
+        self.batch_sizes = {}  # HFLM's batch_size=auto schedule
+        if torch.cuda.is_available() and hasattr(self, "_model"):
+            for device in cuda_devices_of(self.model, self.device):
+                torch.cuda.reset_peak_memory_stats(device)
+
+    @property
+    def max_length(self) -> int:
+        # An explicit max_length (HFLM's _max_length) wins; else the scaled window of the setting.
+        window = self.rope_setup.effective_window if self.rope_setup else None
+        return getattr(self, "_max_length", None) or window or super().max_length
+
+    @property
+    def dynamic_ntk(self) -> bool:
+        """True when a rotary module of the model grows its base with the prompt (dynamic NTK)."""
+        return any(getattr(m, "rope_type", None) == "dynamic" for m in self.model.modules())
 
     # Requests: never truncate; one dynamic-NTK base per prompt length.
 
@@ -210,29 +286,44 @@ class HFLongCtxLM(HFLM):
     def _generate_by_length(self, requests, disable_tqdm: bool) -> list[str]:
         prompt_lens = [len(self._encoded[req.args[0]]) for req in requests]
         budgets = [normalize_gen_kwargs(req.args[1], self.max_gen_toks)["max_gen_toks"] for req in requests]
-        results = [window.BEYOND_WINDOW] * len(requests)
-        by_length = defaultdict(list)
-        needed = []
-        for i, (length, budget) in enumerate(zip(prompt_lens, budgets)):
-            if length + budget <= self.max_length:
-                by_length[length].append(i)
-            else:
-                needed.append(length + budget)
+        fits = [i for i, (n, budget) in enumerate(zip(prompt_lens, budgets)) if n + budget <= self.max_length]
+        needed = [n + budget for n, budget in zip(prompt_lens, budgets) if n + budget > self.max_length]
         if needed:
             self.beyond_window_count += len(needed)
             self._warn_beyond_window(needed, len(requests))
+        pbar = tqdm(total=len(fits), disable=disable_tqdm or self.rank != 0, desc="hf-longctx")
+        generate = super().generate_until
+
+        def run(length, indices):
+            self._group_shape = (length, max(budgets[i] for i in indices))  # for batch_size=auto
+            with generation.reproducible_attention(self.device):
+                outputs = generate([requests[i] for i in indices], disable_tqdm=True)
+            pbar.update(len(indices))
+            return outputs
+
         # Equal-length batches: no padding, so sdpa/flash run their fused causal kernels, and
         # dynamic NTK has one base per batch.
-        pbar = tqdm(total=len(requests) - len(needed), disable=disable_tqdm or self.rank != 0, desc="hf-longctx")
-        for length in sorted(by_length, reverse=True):  # longest first: an OOM shows at once, like HFLM
+        ran = self._run_by_length(fits, [prompt_lens[i] for i in fits], run)
+        pbar.close()
+        results = [window.BEYOND_WINDOW] * len(requests)
+        for i, output in zip(fits, ran):
+            results[i] = output
+        return results
+
+    def _run_by_length(self, items: list, lengths: list[int], run) -> list:
+        """Return ``run(length, group)`` for ``items`` grouped by ``lengths`` (the token count each
+        is run at), longest group first (an OOM shows at once, like HFLM), each group under the
+        dynamic-NTK base a fresh model picks for that length, the outputs back in ``items``' order."""
+        by_length = defaultdict(list)
+        for i, length in enumerate(lengths):
+            by_length[length].append(i)
+        results = [None] * len(items)
+        for length in sorted(by_length, reverse=True):
             indices = by_length[length]
-            self._group_shape = (length, max(budgets[i] for i in indices))  # for batch_size=auto
-            with fixed_ntk_base(self.model, length), generation.reproducible_attention(self.device):
-                outputs = super().generate_until([requests[i] for i in indices], disable_tqdm=True)
+            with fixed_ntk_base(self.model, length):
+                outputs = run(length, [items[i] for i in indices])
             for i, output in zip(indices, outputs):
                 results[i] = output
-            pbar.update(len(indices))
-        pbar.close()
         return results
 
     fast_generate = True  # False: every batch through model.generate (benchmarks compare both)
@@ -270,20 +361,12 @@ class HFLongCtxLM(HFLM):
                 f"hf-longctx does not cut them. Raise max_length (e.g. max_length={too_long[-1]}) or the "
                 "RoPE factor (rope_scaling=KIND:FACTOR)."
             )
+        loglikelihood = super()._loglikelihood_tokens
         if not self.dynamic_ntk:
-            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
-        by_length = defaultdict(list)
-        for i, length in enumerate(input_lens):
-            by_length[length].append(i)
-        results = [None] * len(requests)
-        for length, indices in by_length.items():
-            with fixed_ntk_base(self.model, length):
-                outputs = super()._loglikelihood_tokens(
-                    [requests[i] for i in indices], disable_tqdm=disable_tqdm, override_bs=override_bs
-                )
-            for i, output in zip(indices, outputs):
-                results[i] = output
-        return results
+            return loglikelihood(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        return self._run_by_length(
+            requests, input_lens, lambda _, group: loglikelihood(group, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        )
 
     _group_shape = None  # (prompt length, max_gen_toks) of the generation batch being run
 
@@ -353,3 +436,5 @@ def cuda_devices_of(model, device) -> list[str]:
 # only when neither did, e.g. with LM_EVAL_LONGCTX_NO_AUTOLOAD=1 and a direct import.
 if MODEL_NAME not in model_registry:
     model_registry.register(MODEL_NAME, target=HFLongCtxLM)
+# Likewise the evaluation scope through which the tasks learn that this model marks (window.py).
+compat.scope_evaluations()

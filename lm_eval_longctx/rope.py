@@ -31,6 +31,7 @@ row. Windows: the native window is ``original_max_position_embeddings`` when set
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import math
 import re
@@ -429,3 +430,20 @@ def _updates(layouts, config, new, extra):
     for layout in layouts:
         updates.update(LAYOUTS[layout](config, new, extra))
     return updates
+
+
+# Every config attribute a RopeSetup's updates may set (both layouts): what a new setting resets.
+CONFIG_KEYS = ("rope_parameters", "rope_scaling", "rope_theta", "max_position_embeddings", ORIGINAL)
+
+
+def put_on_config(config, checkpoint: Mapping, setup: RopeSetup) -> None:
+    """Write ``setup`` onto a config object the way a fresh load gets it: each of ``CONFIG_KEYS``
+    back to the checkpoint's own value (``checkpoint`` is its ``to_dict()`` as loaded; a key it
+    lacks is removed), then the setup's updates. Nothing of a setting put on before stays."""
+    for key in CONFIG_KEYS:
+        if key in checkpoint:
+            setattr(config, key, copy.deepcopy(checkpoint[key]))
+        elif key in vars(config):
+            delattr(config, key)
+    for key, value in setup.config_updates.items():
+        setattr(config, key, copy.deepcopy(value))

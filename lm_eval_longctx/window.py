@@ -1,13 +1,25 @@
 """The contract between tasks and models for prompts longer than the model's window.
 
 A model wrapper that refuses to cut a prompt returns ``BEYOND_WINDOW`` as that request's
-generation; the tasks score it as "beyond the window" (counted, never as a wrong answer).
-``hf-longctx`` announces itself with ``declare_marking_model`` when it is built (lm-eval
-builds the model before the tasks), so the tasks know over-long prompts will be marked; with
-any other model they refuse lengths that lm-eval's ``hf`` model would silently cut.
+generation; the tasks score it as "beyond the window" (counted, never as a wrong answer). Such a
+model says so with the class attribute ``marks_beyond_window = True`` (``hf-longctx``). With any
+other model the tasks refuse lengths that lm-eval's ``hf`` model would silently cut.
+
+How the tasks learn which kind of model they run with: lm-eval's ``simple_evaluate`` builds the
+model, then the tasks, and the tasks never see the model. So every ``simple_evaluate`` call runs
+under an ``Evaluation`` opened by ``compat.scope_evaluations`` (the start-up hook and importing
+``hf-longctx`` install it): it records whether the model given to that call (a registered name or
+an object) marks over-long prompts, and the tasks built inside the call read
+``model_marks_beyond_window()``. The record lives exactly as long as the call, in a context
+variable: nothing to reset afterwards, nothing carried into the next evaluation (a sweep runs
+one per RoPE setting). Outside an evaluation (a task built by hand) the stock rule applies.
 """
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
+from dataclasses import dataclass
 
 from lm_eval_longctx import served
 from lm_eval_longctx.errors import LongCtxError
@@ -15,18 +27,42 @@ from lm_eval_longctx.model_args import max_length_arg
 
 BEYOND_WINDOW = "<<longctx:beyond-window>>"
 
-_marking_model_window: int | None = None
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What the tasks of one evaluation may know about its model."""
+
+    model_marks_beyond_window: bool = False
 
 
-def declare_marking_model(max_length: int | None) -> None:
-    """Record that a model which marks (never truncates) over-long prompts is loaded."""
-    global _marking_model_window
-    _marking_model_window = max_length
+_CURRENT = contextvars.ContextVar("lm_eval_longctx_evaluation", default=Evaluation())
 
 
-def marking_model_window() -> int | None:
-    """Return the window of the loaded marking model, or None when none is loaded."""
-    return _marking_model_window
+@contextlib.contextmanager
+def evaluation(model_marks_beyond_window: bool):
+    """Run the body as one evaluation whose model marks (True) or may cut (False) over-long prompts."""
+    token = _CURRENT.set(Evaluation(bool(model_marks_beyond_window)))
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def model_marks_beyond_window() -> bool:
+    """True inside an evaluation whose model marks over-long prompts instead of cutting them."""
+    return _CURRENT.get().model_marks_beyond_window
+
+
+def marks_beyond_window(model) -> bool:
+    """True when ``model`` (an LM object, its class, or a registered name) marks over-long prompts."""
+    if isinstance(model, str):
+        try:
+            from lm_eval.api.registry import get_model
+
+            model = get_model(model)
+        except Exception:  # an unknown name: simple_evaluate itself reports it
+            return False
+    return getattr(model, "marks_beyond_window", False) is True
 
 
 def stock_hf_window(metadata: dict) -> tuple[int | None, str]:
@@ -60,15 +96,15 @@ def refuse_lengths_beyond_window(task: str, metadata: dict, lengths, max_gen_tok
     """Refuse prompt lengths the run's model would cut, before any prompt is built.
 
     A served model: the settings lm-eval would cut with (``ServedRun.check_settings``; the
-    server itself is asked later, with a built prompt). ``hf-longctx`` loaded: nothing, it
-    marks over-long prompts. Otherwise lm-eval's stock ``hf`` rule (``stock_hf_window``),
+    server itself is asked later, with a built prompt). Inside an evaluation of a model that
+    marks over-long prompts (``hf-longctx``): nothing. Otherwise lm-eval's stock ``hf`` rule (``stock_hf_window``),
     with room for ``max_gen_toks`` answer tokens.
     """
     lengths = sorted(lengths)
     if served.is_served(metadata):
         served.ServedRun.from_metadata(metadata, task).check_settings(task, lengths, max_gen_toks)
         return
-    if marking_model_window() is not None:
+    if model_marks_beyond_window():
         return
     limit, source = stock_hf_window(metadata)
     if limit is None:

@@ -183,15 +183,6 @@ def sharp_model_dir(tmp_path_factory, bpe_tokenizer_dir):
 
 
 @pytest.fixture(autouse=True)
-def forget_marking_model():
-    """Each HFLongCtxLM declares its window to the tasks (module state); don't leak it to other tests."""
-    yield
-    from lm_eval_longctx import window
-
-    window.declare_marking_model(None)
-
-
-@pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     """Each test gets its own dataset cache, so no test reads another's files."""
     monkeypatch.setenv("LM_EVAL_LONGCTX_CACHE", str(tmp_path / "cache"))

@@ -64,6 +64,21 @@ def test_second_call_reads_the_file_and_other_keys_build_again():
     assert other == [{"a": 2}] and other_path != path
 
 
+def test_built_and_read_records_are_the_same_to_the_key_order(tmp_path, monkeypatch):
+    # lm-eval hashes each document as it is (key order included) into the results' task_hashes:
+    # a cold and a warm run must give the same hashes.
+    def build():
+        return [{"prompt": "p", "answer": "a", "depth": (0.5,)}]
+
+    built, path = cached_records("t", {"k": "order"}, build)
+    read, _ = cached_records("t", {"k": "order"}, build)
+    assert json.dumps(built) == json.dumps(read) == '[{"answer": "a", "depth": [0.5], "prompt": "p"}]'
+    monkeypatch.setenv("LM_EVAL_LONGCTX_CACHE", str(tmp_path / "file"))
+    (tmp_path / "file").write_text("not a folder")
+    uncached, none = cached_records("t", {"k": "order"}, build)  # built for this run only
+    assert none is None and json.dumps(uncached) == json.dumps(read)
+
+
 def test_failed_build_leaves_nothing_behind():
     def build():
         raise ValueError("boom")

@@ -159,6 +159,43 @@ def test_fail_closes_open_bars_quiets_asyncio_and_exits_2(capsys):
         bar.close()
 
 
+# --------------------------------------------------------------------------- lm-eval: one evaluation
+
+
+def test_simple_evaluate_builds_the_model_before_the_tasks_and_is_scoped():
+    import lm_eval
+    from lm_eval import evaluator
+
+    got = _params(evaluator.simple_evaluate)
+    assert got[0] == "model", CHANGED.format(what=f"simple_evaluate takes {got}", patch="scope_evaluations")
+    source = inspect.getsource(inspect.unwrap(evaluator.simple_evaluate))
+    built, loaded = source.find(".create_from_arg_obj("), source.find("task_manager.load(")
+    assert -1 < built < loaded, CHANGED.format(
+        what="simple_evaluate no longer builds the model before it loads the tasks", patch="scope_evaluations"
+    )
+    compat.scope_evaluations()
+    assert evaluator.simple_evaluate.longctx_scoped and lm_eval.simple_evaluate is evaluator.simple_evaluate
+
+
+def test_each_scoped_call_tells_its_tasks_whether_its_model_marks():
+    import types
+
+    from lm_eval_longctx import window
+
+    class Marking:
+        marks_beyond_window = True
+
+    module = types.SimpleNamespace(simple_evaluate=lambda model, **kwargs: window.model_marks_beyond_window())
+    compat.scope_evaluations(module)
+    compat.scope_evaluations(module)  # idempotent
+    assert module.simple_evaluate.__wrapped__.__name__ == "<lambda>"
+    assert module.simple_evaluate(Marking()) is True
+    assert module.simple_evaluate(object()) is False
+    assert module.simple_evaluate("hf-longctx") is True and module.simple_evaluate("hf") is False
+    assert module.simple_evaluate("no-such-model") is False  # simple_evaluate itself reports the name
+    assert window.model_marks_beyond_window() is False
+
+
 # --------------------------------------------------------------------------- lm-eval: aggregation
 
 
@@ -331,3 +368,120 @@ def test_attention_kernels_are_looked_up_per_call_with_the_arguments_end_aligned
     with compat.end_aligned_causal_chunks():
         assert ALL_ATTENTION_FUNCTIONS["sdpa"] is not stock
     assert ALL_ATTENTION_FUNCTIONS["sdpa"] is stock
+
+
+# --------------------------------------------------------------------------- transformers: RoPE in place
+
+
+def _llama(rope_parameters):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=64, max_position_embeddings=64, **llama_config_args(rope_parameters=rope_parameters),
+    )  # fmt: skip
+
+
+def test_a_weightless_skeleton_computes_the_buffers_a_built_model_has():
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import LlamaForCausalLM
+
+    assert "include_buffers" in inspect.signature(init_empty_weights).parameters, CHANGED_TF.format(
+        what="accelerate.init_empty_weights has no include_buffers", patch="DerivedState.of"
+    )
+    config = _llama({"rope_type": "yarn", "factor": 2.0, "rope_theta": 5e5, "original_max_position_embeddings": 64})
+    built = LlamaForCausalLM(config)
+    state = compat.DerivedState.of(LlamaForCausalLM, config)
+    assert state.problem_with(built) is None
+    for name, module in built.named_modules():
+        kept = {k: v for k, v in module._buffers.items() if k in module._non_persistent_buffers_set}
+        assert kept.keys() == state.buffers[name].keys(), CHANGED_TF.format(
+            what=f"{name}'s non-persistent buffers differ in a weightless skeleton", patch="DerivedState"
+        )
+        for key, value in kept.items():
+            assert torch.equal(value, state.buffers[name][key]), CHANGED_TF.format(
+                what=f"{name}.{key} is computed differently without weights", patch="DerivedState"
+            )
+    rotary = built.model.rotary_emb
+    assert rotary._non_persistent_buffers_set, CHANGED_TF.format(
+        what="the rotary module keeps inv_freq in no non-persistent buffer", patch="DerivedState.put_on"
+    )
+    assert state.attributes["model.rotary_emb"]["attention_scaling"] == rotary.attention_scaling != 1.0
+
+
+def test_for_a_llama_rope_state_lives_only_in_modules_with_non_persistent_buffers():
+    # put_on replaces the whole state of those modules; anywhere else it copies only what differs.
+    from transformers import LlamaForCausalLM
+
+    linear = compat.DerivedState.of(LlamaForCausalLM, _llama({"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}))
+    yarn = compat.DerivedState.of(
+        LlamaForCausalLM,
+        _llama({"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4, "original_max_position_embeddings": 64}),
+    )
+    differing = {
+        name for name, attributes in linear.attributes.items()
+        if attributes.keys() != yarn.attributes[name].keys()
+        or not all(compat._same(value, yarn.attributes[name][key]) for key, value in attributes.items())
+    }  # fmt: skip
+    assert differing == {"model.rotary_emb"}, CHANGED_TF.format(
+        what=f"RoPE settings now change state of {sorted(differing)}", patch="DerivedState"
+    )
+
+
+# --------------------------------------------------------------------------- lm-eval: the run command, reused
+
+
+def test_the_run_parser_is_lm_eval_s_and_executes_run():
+    import argparse
+
+    from lm_eval._cli.run import Run
+
+    parser = compat.lm_eval_run_parser(argparse.ArgumentParser)
+    args = parser.parse_args(["--model_args", "pretrained=x,rope_scaling=dynamic:2", "--tasks", "a,b"])
+    assert args.func == Run._execute, CHANGED.format(what="the run parser no longer sets func=Run._execute", patch="run_lm_eval")
+    assert args.model_args == {"pretrained": "x", "rope_scaling": "dynamic:2"} and args.tasks == ["a", "b"]
+    assert not hasattr(args, "command"), CHANGED.format(what="the run parser sets 'command'", patch="sweep.run_args")
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("dynamic:2", "dynamic:2"), ("none", "none"), ('{"rope_type": "linear", "factor": 2}', {"rope_type": "linear", "factor": 2})],
+)
+def test_a_model_arg_gets_the_value_lm_eval_gives_it(text, value):
+    from lm_eval._cli.harness import HarnessCLI
+
+    assert compat.model_arg_value("rope_scaling", text) == value
+    run = HarnessCLI()._subparsers.choices["run"]
+    parsed = run.parse_args(["--model_args", "pretrained=x", f"rope_scaling={text}", "--tasks", "t"]).model_args
+    assert parsed["rope_scaling"] == value, CHANGED.format(what=f"--model_args rope_scaling={text} gives {parsed}", patch="model_arg_value")
+
+
+def test_run_config_refuses_what_lm_eval_refuses_before_loading():
+    import argparse
+
+    parser = compat.lm_eval_run_parser(argparse.ArgumentParser)
+    with pytest.raises(ValueError, match="Specify --output_path if providing --log_samples"):
+        compat.run_config(parser.parse_args(["--tasks", "longctx_kv", "--log_samples"]))
+    with pytest.raises(ValueError, match="Tasks not found: no_such_task"):  # resolved as Run._execute resolves them
+        compat.run_config(parser.parse_args(["--model_args", "pretrained=x", "--tasks", "longctx_kv,no_such_task"]))
+
+
+def test_simple_evaluate_builds_the_registered_model_through_get_model():
+    from lm_eval import evaluator
+    from lm_eval.api import registry
+
+    source = inspect.getsource(inspect.unwrap(evaluator.simple_evaluate))
+    assert "lm_eval.api.registry.get_model(model).create_from_arg_obj(" in source, CHANGED.format(
+        what="simple_evaluate no longer builds a named model with registry.get_model(model).create_from_arg_obj", patch="model_built_by"
+    )
+    built = []
+    original = registry.get_model
+    with compat.model_built_by("hf-longctx", lambda args, extra: built.append((args, extra)) or "the loaded model"):
+        model = registry.get_model("hf-longctx")
+        assert model.create_from_arg_obj({"pretrained": "x"}, {"batch_size": 2, "device": None}) == "the loaded model"
+        assert model.create_from_arg_string("pretrained=y", {}) == "the loaded model"
+        assert model.marks_beyond_window is True  # the registered class's attributes
+        assert registry.get_model("hf") is original("hf")
+    assert built == [({"pretrained": "x"}, {"batch_size": 2}), ({"pretrained": "y"}, {})]
+    assert registry.get_model is original

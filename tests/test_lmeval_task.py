@@ -105,6 +105,28 @@ def test_simple_evaluate_reports_every_cell(metadata):
     assert len(samples) == 8 and {s["doc"]["actual_tokens"] for s in samples} == {240, 300}
 
 
+def test_each_evaluation_learns_its_own_model_s_window_rule(metadata):
+    # lm-eval builds the model before the tasks and never shows it to them: what the tasks know of it
+    # lasts one simple_evaluate call (window.evaluation), nothing carries into the next one.
+    import lm_eval
+
+    from lm_eval_longctx.model import HFLongCtxLM
+
+    grid = {**metadata, "max_seq_lengths": [600], "depths": [0], "num_samples": 1}  # 600 > the 512 window
+    tasks = task_manager(metadata=grid)  # one index for the three evaluations; each loads its tasks anew
+
+    def evaluate(model, **kwargs):
+        return lm_eval.simple_evaluate(model=model, tasks=["longctx_kv"], task_manager=tasks, bootstrap_iters=0, **kwargs)
+
+    marked = evaluate("hf-longctx", model_args={"pretrained": grid["pretrained"], "device": "cpu"})
+    assert marked["results"]["longctx_kv"]["beyond_window,none"] == 1
+    with pytest.raises(LongCtxError, match=r"prompts of \[600\] tokens do not fit the model's window of 512"):
+        evaluate("hf", model_args={"pretrained": grid["pretrained"], "device": "cpu"})  # right after: stock rule
+    built = HFLongCtxLM(pretrained=grid["pretrained"], device="cpu")
+    assert evaluate(built)["results"]["longctx_kv"]["beyond_window,none"] == 1  # a built object says so too
+    assert window.model_marks_beyond_window() is False  # and outside any evaluation, the stock rule
+
+
 # --- sizes checked before any prompt is built ---------------------------------------------------
 
 
@@ -150,12 +172,12 @@ def test_a_served_model_s_settings_are_checked_before_any_prompt_is_built(metada
         build("longctx_kv", **served_metadata)
 
 
-def test_an_absurd_grid_is_refused_before_building_even_with_hf_longctx_loaded(metadata, no_prompts_built, monkeypatch):
-    monkeypatch.setattr(window, "_marking_model_window", 512)  # hf-longctx marks over-long prompts
-    with pytest.raises(LongCtxError, match=r"max_seq_lengths holds 1,000,000,000 tokens.*allow_large_grid"):
-        build("longctx_kv", **{**metadata, "max_seq_lengths": [1e9]})
-    with pytest.raises(LongCtxError, match=r"9,000,000 prompts, above the limit of 100,000.*allow_large_grid"):
-        build("longctx_passkey", **{**metadata, "max_seq_lengths": [240, 300, 400], "depths": [0, 0.5, 1], "num_samples": 1e6})
+def test_an_absurd_grid_is_refused_before_building_even_with_hf_longctx_loaded(metadata, no_prompts_built):
+    with window.evaluation(model_marks_beyond_window=True):  # hf-longctx marks over-long prompts
+        with pytest.raises(LongCtxError, match=r"max_seq_lengths holds 1,000,000,000 tokens.*allow_large_grid"):
+            build("longctx_kv", **{**metadata, "max_seq_lengths": [1e9]})
+        with pytest.raises(LongCtxError, match=r"9,000,000 prompts, above the limit of 100,000.*allow_large_grid"):
+            build("longctx_passkey", **{**metadata, "max_seq_lengths": [240, 300, 400], "depths": [0, 0.5, 1], "num_samples": 1e6})
 
 
 # --- progress: a bar with rate and ETA over every prompt token -----------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 
 import pytest
@@ -465,3 +466,22 @@ def test_under_5x_a_config_keeps_its_own_layout(config):
     assert rope.merge_rope(config, reads="rope_parameters").config_updates == {}
     updates = rope.merge_rope(config, rope.parse_rope_scaling("linear:2"), reads="rope_parameters").config_updates
     assert updates == rope.merge_rope(config, rope.parse_rope_scaling("linear:2")).config_updates
+
+
+# --- putting a setting on a config object (a sweep switches settings on one loaded config) ------
+
+
+@pytest.mark.parametrize("checkpoint", [V4_LLAMA, V5_LLAMA], ids=["4x-layout", "5x-layout"])
+@pytest.mark.parametrize("reads", ["rope_scaling", "rope_parameters"])
+def test_a_setting_put_on_a_config_leaves_nothing_of_the_one_before(checkpoint, reads):
+    import types
+
+    def fresh(text):
+        config = types.SimpleNamespace(**copy.deepcopy(checkpoint))
+        rope.put_on_config(config, checkpoint, rope.merge_rope(checkpoint, rope.parse_rope_scaling(text), reads=reads))
+        return vars(config)
+
+    switched = types.SimpleNamespace(**copy.deepcopy(checkpoint))
+    for text in [f"longrope:2:short={ONES}:long={ONES}", "yarn:4:orig=2048", "linear:2", "none", "dynamic:3"]:
+        rope.put_on_config(switched, checkpoint, rope.merge_rope(checkpoint, rope.parse_rope_scaling(text), reads=reads))
+        assert vars(switched) == fresh(text), text  # longrope's top-level original (4.x) is gone again, say
