@@ -336,3 +336,14 @@ def test_runs_carry_their_setup_window_and_headlines():
     assert run.other_headlines == {"tiny_arith": ARITH}
     stock = report.load_run(results_json(FIXTURES / "stock_hf"))
     assert (stock.setup, stock.effective_window, stock.unscaled) == ("hf pretrained=/tmp/r/tiny-llama", 512, True)
+
+
+def test_ruler_lengths_marked_minus_one_are_not_scores():
+    """lm-eval's RULER tasks list every default length and give -1 to those not run: the report
+    must not show that mark as a score (it once headlined niah_single_1 with -1.000)."""
+    niah = {"name": "niah_single_1", "alias": "niah_single_1", "sample_len": 20, "4096,none": -1,
+            "4096_stderr,none": "N/A", "1024,none": 1.0, "1024_stderr,none": 0.0}  # fmt: skip
+    results = {"results": {"niah_single_1": niah, "tiny_arith": {"exact_match,none": 0.25}}}
+    scores, headlines, _ = report.runs.other_scores(results)
+    assert scores == {"niah_single_1 1024": 1.0, "tiny_arith exact_match": 0.25}
+    assert headlines == {"niah_single_1": "niah_single_1 1024", "tiny_arith": "tiny_arith exact_match"}

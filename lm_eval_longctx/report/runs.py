@@ -388,7 +388,9 @@ def other_scores(results: Mapping) -> tuple[dict[str, float], dict[str, str], fr
     headline, ``{task: its first "task metric" key}`` (the first metric lm-eval lists for it); and
     the keys whose metric lm-eval marks ``higher_is_better: false``.
 
-    Members of a group are left out when the group's own score is there.
+    Members of a group are left out when the group's own score is there, and so are lm-eval's
+    RULER placeholders: its tasks report every default length, with -1 for those not run
+    (``lm_eval/tasks/ruler/common_utils.py``, 0.4.13), a mark and not a score.
     """
     skipped = _subtasks_of_groups(results)
     directions = results.get("higher_is_better") or {}
@@ -399,6 +401,8 @@ def other_scores(results: Mapping) -> tuple[dict[str, float], dict[str, str], fr
         for key, value in entry.items():
             metric, _, filter_name = key.partition(",")
             if not filter_name or "_stderr" in metric or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if metric.isdigit() and value == -1:  # a RULER length that was not run
                 continue
             suffix = "" if filter_name == "none" else f" ({filter_name})"
             scores[f"{task} {metric}{suffix}"] = float(value)
