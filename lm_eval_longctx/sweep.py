@@ -259,6 +259,36 @@ def load_model(args, first: Setting):
     return HFLongCtxLM.create_from_arg_obj(model_args, extra)
 
 
+def task_hashes(folder: Path) -> dict[str, str]:
+    """Return lm-eval's ``task_hashes`` (a hash of each task's documents, written with
+    --log_samples) of the newest results file under ``folder``; {} when there is none."""
+    found = sorted(folder.rglob("results_*.json"), key=lambda path: path.name)
+    if not found:
+        return {}
+    try:
+        return json.loads(found[-1].read_text(encoding="utf-8")).get("task_hashes") or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def documents_that_differ(outcomes: list[Outcome]) -> list[str]:
+    """Return the tasks whose documents differ between the finished settings.
+
+    Each setting sees the same documents as a separate run only where a task builds them from
+    its own seed. A task that draws from Python's global random state while building (lm-eval
+    0.4.13's RULER tasks do) also sees what one-time work drew from it earlier in the process:
+    the first import of ``rich`` takes one draw after lm-eval's seeding in the first setting only,
+    so RULER's later settings get other needles than a separate run. Such a task's scores are not
+    comparable between settings of one sweep.
+    """
+    by_task: dict[str, set[str]] = {}
+    for outcome in outcomes:
+        if not outcome.error:
+            for task, digest in task_hashes(outcome.folder).items():
+                by_task.setdefault(task, set()).add(digest)
+    return sorted(task for task, digests in by_task.items() if len(digests) > 1)
+
+
 def finish(args, outcomes: list[Outcome], threshold: float = 0.85) -> int:
     """Write OUT/sweep.json and the report, print the summary; return the exit status."""
     from lm_eval_longctx.report import main as report
@@ -269,8 +299,10 @@ def finish(args, outcomes: list[Outcome], threshold: float = 0.85) -> int:
          "error": o.error}
         for o in outcomes
     ]  # fmt: skip
+    differ = documents_that_differ(outcomes)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.json").write_text(json.dumps({"settings": summary}, indent=2) + "\n", encoding="utf-8")
+    record = {"settings": summary, "documents_differ_between_settings": differ}
+    (out / "sweep.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     status = 0
     try:
         status = report([str(o.folder) for o in outcomes], str(out / "report"), threshold)
@@ -280,6 +312,14 @@ def finish(args, outcomes: list[Outcome], threshold: float = 0.85) -> int:
     print(f"\nRoPE sweep, {len(outcomes)} settings -> {out}")
     for o in outcomes:
         print(f"  rope_scaling={o.setting.text}: " + (f"FAILED: {o.error}" if o.error else f"{o.folder}"))
+    if differ:
+        print(
+            f"lm-eval-longctx warning: the documents of {', '.join(differ)} differ between the settings of this "
+            "sweep (the task builds them from Python's global random state, which one-time work in the first "
+            "setting also draws from), so its scores are not comparable across settings here; run it as "
+            "separate lm_eval commands, one per setting.",
+            file=sys.stderr,
+        )
     failed = [o for o in outcomes if o.error]
     for o in failed:
         print(f"lm-eval-longctx error: rope_scaling={o.setting.text} failed: {o.error}", file=sys.stderr)

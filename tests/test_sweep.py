@@ -234,3 +234,24 @@ def test_each_setting_runs_with_the_model_args_of_its_separate_run(tiny_model_di
     assert one.model_args == {"pretrained": tiny_model_dir, "max_length": 700, "rope_scaling": "dynamic:2"}
     assert (one.output_path, one.use_cache) == (str(tmp_path / "rope_dynamic2"), str(tmp_path / "cache") + "_rope_dynamic2")
     assert args.model_args == {"pretrained": tiny_model_dir, "max_length": 700}  # the sweep's own arguments untouched
+
+
+def test_tasks_whose_documents_differ_between_settings_are_named(tmp_path):
+    """A task that builds its documents from Python's global random state (lm-eval's RULER) got
+    other needles in a sweep's later settings than in its first (seen on the embedded model with
+    niah_single_1): the sweep names it, by lm-eval's task_hashes, instead of comparing it silently."""
+    from lm_eval_longctx import sweep
+
+    def run(name, hashes, error=None):
+        folder = tmp_path / name / "model"
+        folder.mkdir(parents=True)
+        (folder / "results_2026-11-26T10-00-00.json").write_text(json.dumps({"task_hashes": hashes}))
+        return sweep.Outcome(sweep.Setting(name, None, name), tmp_path / name, error)
+
+    outcomes = [
+        run("none", {"longctx_kv": "a", "niah_single_1": "x"}),
+        run("linear2", {"longctx_kv": "a", "niah_single_1": "y"}),
+        run("yarn2", {"longctx_kv": "b"}, error="failed: not counted"),
+    ]
+    assert sweep.documents_that_differ(outcomes) == ["niah_single_1"]
+    assert sweep.documents_that_differ(outcomes[:1]) == []
