@@ -456,21 +456,14 @@ def _end_aligned_sdpa(stock):
 
 
 @contextlib.contextmanager
-def end_aligned_causal_chunks():
-    """Inside, a prefill chunk after the first attends to the cache through torch's
-    ``causal_lower_right`` bias (causal, aligned at the last key), which flash attention serves
-    natively, instead of the explicit mask transformers builds; one-token steps, whole prompts
-    and anything unusual (dropout, softcap, sliding windows, position bias) go to the stock sdpa.
-
-    Only for batches without padding: the mask of such a chunk is exactly that bias, so the
-    given mask is not read. ``generation.prefill`` enters it for chunked prompts only, which
-    run on the fast path (an all-ones attention mask, full-attention layers).
-    """
+def _sdpa_wrapped_by(wrap):
+    """Inside, attention modules that look up "sdpa" get ``wrap(the entry before)``; on exit the
+    entry is what it was (an earlier local override kept)."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     local = ALL_ATTENTION_FUNCTIONS._local_mapping
     had, before = "sdpa" in local, local.get("sdpa")
-    ALL_ATTENTION_FUNCTIONS["sdpa"] = _end_aligned_sdpa(ALL_ATTENTION_FUNCTIONS["sdpa"])
+    ALL_ATTENTION_FUNCTIONS["sdpa"] = wrap(ALL_ATTENTION_FUNCTIONS["sdpa"])
     try:
         yield
     finally:
@@ -480,13 +473,25 @@ def end_aligned_causal_chunks():
             del ALL_ATTENTION_FUNCTIONS["sdpa"]
 
 
-@contextlib.contextmanager
+def end_aligned_causal_chunks():
+    """Return a context in which a prefill chunk after the first attends to the cache through
+    torch's ``causal_lower_right`` bias (causal, aligned at the last key), which flash attention
+    serves natively, instead of the explicit mask transformers builds; one-token steps, whole
+    prompts and anything unusual (dropout, softcap, sliding windows, position bias) go to the
+    stock sdpa.
+
+    Only for batches without padding: the mask of such a chunk is exactly that bias, so the
+    given mask is not read. ``generation.prefill`` enters it for chunked prompts only, which
+    run on the fast path (an all-ones attention mask, full-attention layers).
+    """
+    return _sdpa_wrapped_by(_end_aligned_sdpa)
+
+
 def attention_kernels_by_query_length(many, one):
-    """Inside, each sdpa attention call runs with torch's ``sdpa_kernel(backends,
-    set_priority=True)``: ``one`` for one-token queries (decode steps), ``many`` otherwise
-    (prefills). Same lookup as ``end_aligned_causal_chunks``; it may be entered inside this."""
+    """Return a context in which each sdpa attention call runs with torch's
+    ``sdpa_kernel(backends, set_priority=True)``: ``one`` for one-token queries (decode steps),
+    ``many`` otherwise (prefills). ``end_aligned_causal_chunks`` may be entered inside it."""
     from torch.nn.attention import sdpa_kernel
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     def kernels(backends):
         try:
@@ -494,22 +499,14 @@ def attention_kernels_by_query_length(many, one):
         except TypeError:  # torch before 2.6: no priorities, the default order among these
             return sdpa_kernel(backends)
 
-    local = ALL_ATTENTION_FUNCTIONS._local_mapping
-    had, before = "sdpa" in local, local.get("sdpa")
-    stock = ALL_ATTENTION_FUNCTIONS["sdpa"]
+    def wrap(stock):
+        def attention(module, query, key, value, attention_mask, *args, **kwargs):
+            with kernels(one if query.shape[2] == 1 else many):
+                return stock(module, query, key, value, attention_mask, *args, **kwargs)
 
-    def attention(module, query, key, value, attention_mask, *args, **kwargs):
-        with kernels(one if query.shape[2] == 1 else many):
-            return stock(module, query, key, value, attention_mask, *args, **kwargs)
+        return attention
 
-    ALL_ATTENTION_FUNCTIONS["sdpa"] = attention
-    try:
-        yield
-    finally:
-        if had:
-            ALL_ATTENTION_FUNCTIONS["sdpa"] = before
-        else:
-            del ALL_ATTENTION_FUNCTIONS["sdpa"]
+    return _sdpa_wrapped_by(wrap)
 
 
 # --------------------------------------------------------------------------- transformers: RoPE in place
