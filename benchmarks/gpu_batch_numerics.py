@@ -10,15 +10,9 @@ run), against batch [0, 2, 4, 6] (the split a second data-parallel rank makes) a
 import json
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from random_7b import model_and_prompts
 
-torch.manual_seed(0)
-torch.set_default_dtype(torch.bfloat16)
-config = LlamaConfig(vocab_size=49152, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                     num_attention_heads=32, max_position_embeddings=32768)  # fmt: skip
-with torch.device("cuda"):
-    model = LlamaForCausalLM(config).eval()
-ids = torch.randint(0, 49152, (8, 16384), generator=torch.Generator().manual_seed(1)).cuda()
+model, ids = model_and_prompts()
 
 
 def last_logits(rows):

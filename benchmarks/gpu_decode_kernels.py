@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from transformers import AutoModelForCausalLM, LlamaConfig
+from gpu_speed import build
 
 from lm_eval_longctx import generation
 
@@ -48,17 +48,15 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    config = LlamaConfig(vocab_size=49152, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                         num_attention_heads=32, max_position_embeddings=40960)  # fmt: skip
-    with torch.device("cuda"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa").eval()
+    model = build("7b", args.tokenizer, "cuda")  # gpu_speed's Llama-2-7B shape, random bf16 weights
+    config = model.config
     model.generation_config.eos_token_id = None
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     if args.split:
         return split(model, tokenizer, args, out)
     for shape in args.shapes.split(","):
         length, batch = (int(x) for x in shape.split(":"))
-        ids = torch.randint(0, 49152, (batch, length), generator=torch.Generator().manual_seed(1)).cuda()
+        ids = torch.randint(0, model.config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(1)).cuda()
         kv = batch * (length + 25) * generation.kv_bytes_per_token(config, torch.bfloat16)
         for name, backends in BACKENDS.items():
             context = contextlib.nullcontext() if backends is None else sdpa_kernel(backends)
@@ -93,7 +91,7 @@ def split(model, tokenizer, args, out: Path) -> None:
 
     for shape in args.shapes.split(","):
         length, batch = (int(x) for x in shape.split(":"))
-        ids = torch.randint(0, 49152, (2 * batch, length), generator=torch.Generator().manual_seed(1)).cuda()
+        ids = torch.randint(0, model.config.vocab_size, (2 * batch, length), generator=torch.Generator().manual_seed(1)).cuda()
         first, other = list(range(batch)), list(range(0, 2 * batch, 2))
         for name, prefill in (("cudnn prefill, pinned decode", cudnn_prefill), ("pinned throughout", stock_prefill)):
             generation.prefill = prefill

@@ -1,27 +1,16 @@
 #!/usr/bin/env bash
 # Issue 14 on one GPU: `lm-eval-longctx sweep` over four RoPE settings against the four separate
 # `lm_eval --model hf-longctx` commands it replaces, same machine, same model, same arguments.
-# Model: Llama-2-7B shape (native window 4096), random bf16 weights, saved once to local disk.
-# Tasks: longctx_kv and longctx_passkey at 4k and 8k (8k is beyond `none`'s window: marked) plus
+# Model: Llama-2-7B shape (native window 4096), random bf16 weights, saved once to local disk
+# (gpu_dp_pp.build, the two-GPU benchmark's model).
+# Tasks: longctx_kv and longctx_passkey at 4k and 8k (8k prompts and their answers fit no window here: marked) plus
 # tiny_arith, a small standard-style YAML task. Then: do the per-setting results and answers equal?
 #   bash benchmarks/gpu_sweep.sh OUT TOKENIZER_DIR
 set -uo pipefail
 out=${1:?output folder}; tok=${2:?tokenizer folder}
 model=/tmp/llama2-7b-shape-random
 mkdir -p "$out" /tmp/r/stdtask && cp tests/fixtures/report/tiny_arith_task/* /tmp/r/stdtask/
-python3 - "$tok" "$model" <<'PY'
-import sys, torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-tok = AutoTokenizer.from_pretrained(sys.argv[1])
-config = LlamaConfig(vocab_size=len(tok), hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                     num_attention_heads=32, max_position_embeddings=4096, bos_token_id=tok.bos_token_id,
-                     eos_token_id=tok.eos_token_id)
-torch.manual_seed(0)
-with torch.device("cuda"):
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
-model.config.dtype = torch.bfloat16
-model.save_pretrained(sys.argv[2]); tok.save_pretrained(sys.argv[2])
-PY
+python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from gpu_dp_pp import build; build('7b', '$tok', '$model')"
 settings=(none linear:2 dynamic:2 yarn:2)
 common=(--tasks longctx_kv,longctx_passkey,tiny_arith --include_path /tmp/r/stdtask --batch_size 4 --log_samples
         --metadata '{"max_seq_lengths": [4096, 8192], "depths": [0, 0.33, 0.67, 1], "num_samples": 2}')

@@ -262,12 +262,11 @@ def load_model(args, first: Setting):
 def task_hashes(folder: Path) -> dict[str, str]:
     """Return lm-eval's ``task_hashes`` (a hash of each task's documents, written with
     --log_samples) of the newest results file under ``folder``; {} when there is none."""
-    found = sorted(folder.rglob("results_*.json"), key=lambda path: path.name)
-    if not found:
-        return {}
+    from lm_eval_longctx.report.runs import results_files
+
     try:
-        return json.loads(found[-1].read_text(encoding="utf-8")).get("task_hashes") or {}
-    except (OSError, ValueError):
+        return json.loads(results_files(folder)[-1].read_text(encoding="utf-8")).get("task_hashes") or {}
+    except (LongCtxError, OSError, ValueError):
         return {}
 
 
