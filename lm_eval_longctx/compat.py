@@ -13,7 +13,7 @@ import contextlib
 import logging
 import sys
 
-WRITTEN_FOR = {"lm_eval": "0.4.13", "transformers": "5.17-5.24, 4.57", "accelerate": "1.15"}
+WRITTEN_FOR = {"lm_eval": "0.4.13", "transformers": "5.17-5.25, 4.57", "accelerate": "1.15"}
 
 
 # --------------------------------------------------------------------------- lm-eval: plugins
@@ -554,6 +554,7 @@ class DerivedState:
         import copy
         import inspect
 
+        import torch
         from accelerate import init_empty_weights
 
         from lm_eval_longctx.errors import LongCtxError
@@ -568,6 +569,7 @@ class DerivedState:
                 "lm_eval --model hf-longctx run."
             ) from None
         internals = _module_internals()
+        modules = torch.nn.Module
         buffers, attributes = {}, {}
         for name, module in skeleton.named_modules():
             buffers[name] = {
@@ -577,6 +579,11 @@ class DerivedState:
                 key: value
                 for key, value in vars(module).items()
                 if key not in internals and not _is_config(value) and not inspect.ismethod(value)
+                # Modules held outside the module tree are built alike for every config, not derived
+                # from it: 5.25's kernel hub keeps ``_kernel_funcs = {"rotary_pos_emb": Func()}`` on
+                # each attention module (a fresh wrapper per instance, so never equal by ==).
+                and not isinstance(value, modules)
+                and not (isinstance(value, dict) and value and all(isinstance(v, modules) for v in value.values()))
             }
         return cls(buffers, attributes)
 
