@@ -18,6 +18,7 @@ member. Stripping before lm-eval aggregates keeps its own numbers.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from lm_eval_longctx.errors import LongCtxError
@@ -35,6 +36,24 @@ def metric_name(base: str, length: int | None = None, depth: float | None = None
     if depth is not None:
         return f"{base}_depth_{depth:g}"
     return base
+
+
+# The suffix metric_name gives a per-cell metric: "_len_4096", "_depth_0.5".
+CELL_SUFFIX = re.compile(r"_(len|depth)_[^_]+$")
+
+
+def refuse_colliding_depths(task: str, depths) -> None:
+    """Refuse depths that would share one metric cell (``metric_name`` writes 6 significant digits)."""
+    by_name: dict[str, list[float]] = {}
+    for depth in sorted(set(depths)):
+        by_name.setdefault(metric_name("exact", depth=depth), []).append(depth)
+    same = [group for group in by_name.values() if len(group) > 1]
+    if same:
+        shown = ", ".join(repr(d) for d in same[0])
+        raise LongCtxError(
+            f"{task}: depths {shown} would share one metric cell (exact_depth_{same[0][0]:g}); metric names "
+            "keep 6 significant digits. Give depths that differ within 6 significant digits, or only one of them."
+        )
 
 
 def count(items: list[float]) -> float:
@@ -116,3 +135,18 @@ def check_world_size(task: str, docs: int, world_size: int | None, limit=None, s
             "(a separate lm_eval command), or give it more prompts (more max_seq_lengths, depths "
             "or num_samples)."
         )
+
+
+def sample_row(row: dict) -> dict:
+    """Return one ``--log_samples`` row of our tasks as it is written: without its per-cell
+    fields, with the document's ``max_seq_length`` (and ``depth``, where the task has depths)
+    as plain fields, and ``metrics`` naming the fields the row still has (see the module docstring)."""
+    kept = {key: value for key, value in row.items() if not CELL_SUFFIX.search(key)}
+    if "metrics" in kept:
+        kept["metrics"] = [name for name in kept["metrics"] if not CELL_SUFFIX.search(name)]
+    doc = row.get("doc") or {}
+    if "max_seq_length" in doc:
+        kept["max_seq_length"] = int(doc["max_seq_length"])
+    if doc.get("depth") is not None:
+        kept["depth"] = float(doc["depth"])
+    return kept
