@@ -111,9 +111,15 @@ class Grid:
 
 
 def members_only(raw_metrics: dict) -> dict:
-    """Return lm-eval's ``{(metric, filter): values}`` without ``OUTSIDE`` values or empty cells."""
+    """Return lm-eval's ``{(metric, filter): values}`` without ``OUTSIDE`` values or empty cells.
+
+    Only per-cell metrics are touched: a metric every document has (``score``, or lm-eval's own
+    ``bypass`` under ``--predict_only``, which is None for each) goes to lm-eval as it came."""
     kept = {}
     for key, values in raw_metrics.items():
+        if not CELL_SUFFIX.search(key[0]):
+            kept[key] = values
+            continue
         members = [v for v in values if v is not OUTSIDE]
         if members:
             kept[key] = members
