@@ -18,6 +18,7 @@ member. Stripping before lm-eval aggregates keeps its own numbers.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from lm_eval_longctx.errors import LongCtxError
@@ -35,6 +36,24 @@ def metric_name(base: str, length: int | None = None, depth: float | None = None
     if depth is not None:
         return f"{base}_depth_{depth:g}"
     return base
+
+
+# The suffix metric_name gives a per-cell metric: "_len_4096", "_depth_0.5".
+CELL_SUFFIX = re.compile(r"_(len|depth)_[^_]+$")
+
+
+def refuse_colliding_depths(task: str, depths) -> None:
+    """Refuse depths that would share one metric cell (``metric_name`` writes 6 significant digits)."""
+    by_name: dict[str, list[float]] = {}
+    for depth in sorted(set(depths)):
+        by_name.setdefault(metric_name("exact", depth=depth), []).append(depth)
+    same = [group for group in by_name.values() if len(group) > 1]
+    if same:
+        shown = ", ".join(repr(d) for d in same[0])
+        raise LongCtxError(
+            f"{task}: depths {shown} would share one metric cell (exact_depth_{same[0][0]:g}); metric names "
+            "keep 6 significant digits. Give depths that differ within 6 significant digits, or only one of them."
+        )
 
 
 def count(items: list[float]) -> float:
@@ -92,9 +111,15 @@ class Grid:
 
 
 def members_only(raw_metrics: dict) -> dict:
-    """Return lm-eval's ``{(metric, filter): values}`` without ``OUTSIDE`` values or empty cells."""
+    """Return lm-eval's ``{(metric, filter): values}`` without ``OUTSIDE`` values or empty cells.
+
+    Only per-cell metrics are touched: a metric every document has (``score``, or lm-eval's own
+    ``bypass`` under ``--predict_only``, which is None for each) goes to lm-eval as it came."""
     kept = {}
     for key, values in raw_metrics.items():
+        if not CELL_SUFFIX.search(key[0]):
+            kept[key] = values
+            continue
         members = [v for v in values if v is not OUTSIDE]
         if members:
             kept[key] = members
@@ -116,3 +141,18 @@ def check_world_size(task: str, docs: int, world_size: int | None, limit=None, s
             "(a separate lm_eval command), or give it more prompts (more max_seq_lengths, depths "
             "or num_samples)."
         )
+
+
+def sample_row(row: dict) -> dict:
+    """Return one ``--log_samples`` row of our tasks as it is written: without its per-cell
+    fields, with the document's ``max_seq_length`` (and ``depth``, where the task has depths)
+    as plain fields, and ``metrics`` naming the fields the row still has (see the module docstring)."""
+    kept = {key: value for key, value in row.items() if not CELL_SUFFIX.search(key)}
+    if "metrics" in kept:
+        kept["metrics"] = [name for name in kept["metrics"] if not CELL_SUFFIX.search(name)]
+    doc = row.get("doc") or {}
+    if "max_seq_length" in doc:
+        kept["max_seq_length"] = int(doc["max_seq_length"])
+    if doc.get("depth") is not None:
+        kept["depth"] = float(doc["depth"])
+    return kept

@@ -300,12 +300,11 @@ def scope_evaluations(evaluator_module=None) -> None:
         return
     import functools
 
-    from lm_eval_longctx import window
+    from lm_eval_longctx import compat_trustrun
 
     @functools.wraps(original)
     def simple_evaluate(model, *args, **kwargs):
-        with window.evaluation(window.marks_beyond_window(model)):
-            return original(model, *args, **kwargs)
+        return compat_trustrun.evaluate(original, model, args, kwargs)  # window.evaluation and issue 19's patches
 
     simple_evaluate.longctx_scoped = True
     evaluator_module.simple_evaluate = simple_evaluate

@@ -11,6 +11,8 @@ template).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 
 import datasets
@@ -61,6 +63,7 @@ def build_dataset(task: TaskDef, metadata: dict) -> dict:
     if not task.needle_grid:
         metadata = {**metadata, "depths": [0.0], "num_samples": 1}
     spec = GridSpec.from_metadata(metadata, task.name, DEFAULT_LENGTHS if task.needle_grid else None)
+    cells.refuse_colliding_depths(task.name, spec.depths)
     if spec.max_seq_lengths is not None:  # the document as is: its length is checked once built
         max_gen_toks = generation_settings(spec, task)["max_gen_toks"]  # the YAML's own, if set, is checked after
         window.refuse_lengths_beyond_window(task.name, metadata, spec.max_seq_lengths, max_gen_toks)
@@ -172,16 +175,58 @@ class LongCtxTask(ConfigurableTask):
         """Return the doc's scores plus EVERY cell of the grid (``None`` where it is not in one).
 
         Every doc gives the same keys, so lm-eval's gather across data-parallel ranks works.
+        Under ``--predict_only`` lm-eval has replaced our metrics with its ``bypass``: then its
+        result goes through as is (there is nothing to put in cells).
         """
-        return self._grid.doc_metrics(doc, super().process_results(doc, results))
+        overall = super().process_results(doc, results)
+        if set(overall) == {"bypass"}:
+            return overall
+        return self._grid.doc_metrics(doc, overall)
 
     @property
     def _max_gen_toks(self) -> int:
         return int((self.config.generation_kwargs or {}).get("max_gen_toks", 256))
 
     def _check_window(self, lengths: list[int]) -> None:
-        """Refuse lengths the model would cut (again: the built lengths, this config's budget)."""
-        window.refuse_lengths_beyond_window(self.config.task, self.config.metadata or {}, lengths, self._max_gen_toks)
+        """Refuse lengths the model would cut (again: the built lengths, this config's budget,
+        which lm-eval's ``--gen_kwargs`` has updated by the time requests are built)."""
+        window.refuse_lengths_beyond_window(
+            self.config.task, self.config.metadata or {}, lengths, self._max_gen_toks,
+            budget="from --gen_kwargs, else the task's generation_kwargs",
+        )  # fmt: skip
+
+    def _record_extrapolation(self) -> None:
+        """Warn once, and record in the task's metadata, when lengths run past the trained window unscaled."""
+        found = window.extrapolation(self.config.metadata or {}, self._grid.lengths)
+        if found is None:
+            return
+        window.warn_once(
+            f"prompts of {found['lengths']} tokens run past the model's trained window of {found['native_window']} "
+            f"tokens (max_length={found['max_length']} in --model_args, no rope_scaling): positions beyond "
+            f"{found['native_window']} are extrapolated, so those scores show the unscaled model's extrapolation. "
+            "To scale RoPE, use --model hf-longctx with rope_scaling=KIND:FACTOR. Recorded in the results as "
+            "configs.<task>.metadata.longctx_extrapolated."
+        )
+        self.config.metadata = {**(self.config.metadata or {}), "longctx_extrapolated": found}
+
+    def _check_selection(self, limit, samples) -> None:
+        """Refuse a ``--limit`` or ``--samples`` that selects no prompt, or prompts that do not exist."""
+        task, n = self.config.task, len(self.eval_docs)
+        if limit is not None and int(limit) < 1:
+            raise LongCtxError(
+                f"{task}: --limit selects {int(limit)} of its {n} prompts. Give a whole number of at least 1 "
+                f"(e.g. --limit 4) or a fraction between 0 and 1 (e.g. --limit 0.5), or leave --limit out to run all {n}."
+            )
+        if samples is None:
+            return
+        given = list(samples) if isinstance(samples, (list, tuple)) else None
+        bad = [i for i in given or [] if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n]
+        if not given or bad or len(set(given)) != len(given):
+            what = f"holds {bad[0]!r}" if bad else "repeats an index" if given else "selects no prompt"
+            raise LongCtxError(
+                f"{task}: --samples {task}={samples!r} {what}; give distinct prompt indices from 0 to {n - 1}, "
+                f'e.g. --samples \'{{"{task}": [0, 1]}}\'.'
+            )
 
     def fewshot_context(self, doc, num_fewshot, system_instruction=None, apply_chat_template=False, **kwargs):
         if num_fewshot:
@@ -213,6 +258,7 @@ class LongCtxTask(ConfigurableTask):
         return context
 
     def build_all_requests(self, *, tokenizer_name: str = "", apply_chat_template: bool = False, **kwargs) -> None:
+        self._check_selection(kwargs.get("limit"), kwargs.get("samples"))
         cells.check_world_size(
             self.config.task, len(self.eval_docs), kwargs.get("world_size"), kwargs.get("limit"), kwargs.get("samples")
         )
@@ -223,13 +269,24 @@ class LongCtxTask(ConfigurableTask):
             metadata = {**(self.config.metadata or {}), "chat_template": bool(apply_chat_template)}
             self.dataset = self.config.custom_dataset(**metadata, **(self.config.dataset_kwargs or {}))
             self._adopt_dataset()
+        self._check_window(list(self._grid.lengths))  # now with the --gen_kwargs budget
+        self._record_extrapolation()
         if served.is_served(self.config.metadata):
             self._check_server(bool(apply_chat_template))
-        # lm-eval's request cache key ignores metadata; without the grid key, --cache_requests
-        # would reuse prompts built for other lengths or another tokenizer.
         return super().build_all_requests(
-            tokenizer_name=f"{tokenizer_name}-{self._grid_key}", apply_chat_template=apply_chat_template, **kwargs
+            tokenizer_name=self._request_cache_name(tokenizer_name, kwargs.get("samples")),
+            apply_chat_template=apply_chat_template,
+            **kwargs,
         )
+
+    def _request_cache_name(self, tokenizer_name: str, samples) -> str:
+        """Return the ``tokenizer_name`` lm-eval keys its ``--cache_requests`` file with, plus what
+        its key leaves out (lm-eval 0.4.13 ``ConfigurableTask.build_all_requests``: task, shots,
+        rank, chat template, system prompt and tokenizer name only): the grid (other lengths, another
+        tokenizer), the generation settings the requests carry (``--gen_kwargs``), and ``--samples``
+        (a cached set is cut with ``[:limit]`` only, so a sampled run would get the first documents)."""
+        settings = json.dumps([self.config.generation_kwargs, samples], sort_keys=True, default=str)
+        return f"{tokenizer_name}-{self._grid_key}-{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
 
     def _check_server(self, apply_chat_template: bool) -> None:
         """Ask the server, once, with this task's longest prompt; record what served the run."""

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 
 from lm_eval_longctx import served
 from lm_eval_longctx.errors import LongCtxError
@@ -27,21 +28,37 @@ from lm_eval_longctx.model_args import max_length_arg
 
 BEYOND_WINDOW = "<<longctx:beyond-window>>"
 
+# A child of lm-eval's logger, so our lines show in its log format and level.
+log = logging.getLogger("lm_eval.longctx")
+
 
 @dataclass(frozen=True)
 class Evaluation:
-    """What the tasks of one evaluation may know about its model."""
+    """What the tasks of one evaluation may know about its model.
+
+    ``model`` and ``model_args`` are what the ``simple_evaluate`` call was given (a registered
+    name or an object's class name; the arguments parsed to a dict); ``said`` holds the warnings
+    this evaluation gave already, so that each is given once however many tasks ask.
+    """
 
     model_marks_beyond_window: bool = False
+    model: str | None = None
+    model_args: dict = field(default_factory=dict)
+    said: set = field(default_factory=set)
 
 
-_CURRENT = contextvars.ContextVar("lm_eval_longctx_evaluation", default=Evaluation())
+_CURRENT = contextvars.ContextVar("lm_eval_longctx_evaluation", default=None)
+
+
+def current() -> Evaluation:
+    """Return the evaluation running now; outside any, a fresh empty one (never shared)."""
+    return _CURRENT.get() or Evaluation()
 
 
 @contextlib.contextmanager
-def evaluation(model_marks_beyond_window: bool):
+def evaluation(model_marks_beyond_window: bool, model: str | None = None, model_args: dict | None = None):
     """Run the body as one evaluation whose model marks (True) or may cut (False) over-long prompts."""
-    token = _CURRENT.set(Evaluation(bool(model_marks_beyond_window)))
+    token = _CURRENT.set(Evaluation(bool(model_marks_beyond_window), model, dict(model_args or {})))
     try:
         yield
     finally:
@@ -50,7 +67,15 @@ def evaluation(model_marks_beyond_window: bool):
 
 def model_marks_beyond_window() -> bool:
     """True inside an evaluation whose model marks over-long prompts instead of cutting them."""
-    return _CURRENT.get().model_marks_beyond_window
+    return current().model_marks_beyond_window
+
+
+def warn_once(message: str) -> None:
+    """Log ``message`` as a warning, once per evaluation (every time outside one)."""
+    said = current().said
+    if message not in said:
+        said.add(message)
+        log.warning("%s", message)
 
 
 def marks_beyond_window(model) -> bool:
@@ -65,16 +90,10 @@ def marks_beyond_window(model) -> bool:
     return getattr(model, "marks_beyond_window", False) is True
 
 
-def stock_hf_window(metadata: dict) -> tuple[int | None, str]:
-    """Return the context limit lm-eval's ``hf`` model would apply, and where it comes from.
-
-    Mirrors HFLM: an explicit ``max_length`` model argument wins, else the config's
-    ``n_positions`` / ``max_position_embeddings`` / ``n_ctx``. Returns ``(None, reason)`` when
-    the model's config cannot be read (an API model, say): then nothing is checked.
-    """
-    max_length = max_length_arg(metadata.get("max_length"), "the context length in the model's config")
-    if max_length is not None:
-        return max_length, "max_length in --model_args"
+def config_window(metadata: dict) -> tuple[int | None, str]:
+    """Return the context length in the config of the model ``metadata`` names, and where it comes
+    from, as HFLM reads it (``n_positions`` / ``max_position_embeddings`` / ``n_ctx``); ``(None,
+    reason)`` when no config can be read (an API model, say)."""
     pretrained = metadata.get("pretrained")
     if not isinstance(pretrained, str):
         return None, "no pretrained model named"
@@ -92,13 +111,29 @@ def stock_hf_window(metadata: dict) -> tuple[int | None, str]:
     return resolve_max_length(config), f"the context length in {pretrained}'s config"
 
 
-def refuse_lengths_beyond_window(task: str, metadata: dict, lengths, max_gen_toks: int) -> None:
+def stock_hf_window(metadata: dict) -> tuple[int | None, str]:
+    """Return the context limit lm-eval's ``hf`` model would apply, and where it comes from.
+
+    Mirrors HFLM: an explicit ``max_length`` model argument wins, else the config's window
+    (``config_window``). Returns ``(None, reason)`` when the model's config cannot be read
+    (an API model, say): then nothing is checked.
+    """
+    max_length = max_length_arg(metadata.get("max_length"), "the context length in the model's config")
+    if max_length is not None:
+        return max_length, "max_length in --model_args"
+    return config_window(metadata)
+
+
+def refuse_lengths_beyond_window(
+    task: str, metadata: dict, lengths, max_gen_toks: int, budget: str = "the task's max_gen_toks"
+) -> None:
     """Refuse prompt lengths the run's model would cut, before any prompt is built.
 
     A served model: the settings lm-eval would cut with (``ServedRun.check_settings``; the
     server itself is asked later, with a built prompt). Inside an evaluation of a model that
-    marks over-long prompts (``hf-longctx``): nothing. Otherwise lm-eval's stock ``hf`` rule (``stock_hf_window``),
-    with room for ``max_gen_toks`` answer tokens.
+    marks over-long prompts (``hf-longctx``): nothing. Otherwise lm-eval's stock ``hf`` rule
+    (``stock_hf_window``), with room for ``max_gen_toks`` answer tokens; ``budget`` says where
+    that number comes from (``--gen_kwargs`` or the task), for the message.
     """
     lengths = sorted(lengths)
     if served.is_served(metadata):
@@ -110,11 +145,40 @@ def refuse_lengths_beyond_window(task: str, metadata: dict, lengths, max_gen_tok
     if limit is None:
         return
     room = limit - max_gen_toks
+    if room < 1:
+        raise LongCtxError(
+            f"{task}: max_gen_toks={max_gen_toks} ({budget}) leaves no room for a prompt in the model's "
+            f"window of {limit} tokens ({source}); lm-eval's hf model would stop with an assertion. Give a "
+            f"max_gen_toks below {limit} (e.g. --gen_kwargs max_gen_toks=32), or use --model hf-longctx."
+        )
     too_long = [n for n in lengths if n > room]
     if too_long:
         raise LongCtxError(
             f"{task}: prompts of {too_long} tokens do not fit the model's window of {limit} tokens "
-            f"({source}) with room for the answer; lm-eval's hf model would cut them from the left "
-            f"without telling. Use --model hf-longctx (it applies rope_scaling and scores such prompts "
-            f"as beyond the window), pass a larger max_length, or keep max_seq_lengths at most {room}."
+            f"({source}) with room for the answer (max_gen_toks={max_gen_toks}, {budget}); lm-eval's hf model "
+            f"would cut them from the left without telling. Use --model hf-longctx (it applies rope_scaling and "
+            f"scores such prompts as beyond the window), pass a larger max_length, or keep max_seq_lengths at "
+            f"most {room}."
         )
+
+
+def extrapolation(metadata: dict, lengths) -> dict | None:
+    """Return what runs past the model's trained window without RoPE scaling, else None.
+
+    The stock rule only (``hf``; not ``hf-longctx``, not a served model): an explicit
+    ``max_length`` above the config's window, no ``rope_scaling``/``rope_theta`` in the model
+    arguments, and lengths past the config's window. Returns ``{"native_window", "max_length",
+    "lengths"}``: the lengths that run with positions the model was not trained on.
+    """
+    if served.is_served(metadata) or model_marks_beyond_window():
+        return None
+    if metadata.get("rope_scaling") is not None or metadata.get("rope_theta") is not None:
+        return None
+    max_length = max_length_arg(metadata.get("max_length"), "the context length in the model's config")
+    if max_length is None:
+        return None
+    native, _ = config_window(metadata)
+    past = sorted(n for n in set(lengths) if native is not None and n > native)
+    if not past or max_length <= native:
+        return None
+    return {"native_window": native, "max_length": max_length, "lengths": past}

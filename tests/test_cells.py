@@ -201,3 +201,20 @@ def test_fewer_prompts_than_processes_is_refused(tiny_model_dir):
     metadata = {"pretrained": tiny_model_dir, "max_seq_lengths": [240, 300]}
     with pytest.raises(LongCtxError, match=r"longctx_pi_title: 2 prompt\(s\) for 3 processes"):
         evaluate_on_ranks(["longctx_pi_title"], metadata, world_size=3)
+
+
+def test_predict_only_s_bypass_goes_to_lm_eval_as_it_came():
+    raw = {("bypass", "none"): [None, None], ("exact_len_100", "none"): [None, None]}
+    assert members_only(raw) == {("bypass", "none"): [None, None]}
+
+
+def test_a_samples_row_carries_its_length_and_depth_and_no_cells():
+    from lm_eval_longctx.cells import sample_row
+
+    grid = Grid(scores=("exact",), lengths=(100, 200), depths=(0.0, 0.5))
+    doc = {"max_seq_length": 200, "depth": 0.5, "prompt": "..."}
+    metrics = grid.doc_metrics(doc, {"score": 1.0, "exact": 1.0, "beyond_window": 0.0})
+    row = sample_row({"doc_id": 3, "doc": doc, "metrics": list(metrics), **metrics})
+    assert row == {"doc_id": 3, "doc": doc, "metrics": ["score", "exact", "beyond_window"], "score": 1.0, "exact": 1.0,
+                   "beyond_window": 0.0, "max_seq_length": 200, "depth": 0.5}  # fmt: skip
+    assert "depth" not in sample_row({"doc": {"max_seq_length": 300}, "metrics": []})  # a task without depths

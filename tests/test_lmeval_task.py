@@ -223,3 +223,78 @@ def test_the_bar_of_each_task_ends_at_its_total_and_closes(metadata, monkeypatch
     line = kv.format_meter(**{**kv.format_dict, "n": 1, "elapsed": 1.0})
     assert re.search(r"Building longctx_kv prompts: .*\[00:01<\d\d:\d\d, 1\.00tok/s\]", line), line
     assert kv.disable and title.disable  # closed: nothing redraws after the run's last line
+
+
+# --- run options of lm-eval (issue 19): one line, or the right prompts -------------------------
+
+
+def evaluate_kv(metadata, model="hf", model_args=None, **kwargs):
+    import lm_eval
+
+    return lm_eval.simple_evaluate(
+        model=model,
+        model_args={"pretrained": metadata["pretrained"], "device": "cpu", **(model_args or {})},
+        tasks=["longctx_kv"],
+        task_manager=task_manager(metadata={**metadata, **(model_args or {})}),
+        bootstrap_iters=0,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("limit", [0, -1, 0.0])
+def test_a_limit_that_selects_no_prompt_is_one_line(metadata, limit):
+    with pytest.raises(LongCtxError, match=r"longctx_kv: --limit selects -?\d+ of its 8 prompts. Give a whole number"):
+        evaluate_kv(metadata, limit=limit)
+
+
+@pytest.mark.parametrize(("samples", "what"), [([1, 99], "holds 99"), ([2, 2], "repeats an index"), ([-1], "holds -1")])
+def test_samples_that_name_no_prompt_are_one_line(metadata, samples, what):
+    with pytest.raises(LongCtxError, match=rf"--samples longctx_kv=\[.*\] {what}; give distinct prompt indices from 0 to 7"):
+        evaluate_kv(metadata, samples={"longctx_kv": samples})
+
+
+def test_a_gen_kwargs_answer_budget_counts_in_the_stock_window_check(metadata):
+    # 300-token prompts + 230 answer tokens exceed the 512 window: lm-eval's hf would cut them.
+    with pytest.raises(LongCtxError, match=r"prompts of \[300\] tokens do not fit .* \(max_gen_toks=230, from --gen_kwargs"):
+        evaluate_kv(metadata, gen_kwargs="max_gen_toks=230")
+    with pytest.raises(LongCtxError, match=r"max_gen_toks=5000 \(from --gen_kwargs.*\) leaves no room for a prompt"):
+        evaluate_kv(metadata, gen_kwargs="max_gen_toks=5000")  # lm-eval's own assertion otherwise
+
+
+def test_the_request_cache_holds_one_set_per_gen_kwargs_and_samples(metadata, tmp_path, monkeypatch):
+    import lm_eval.caching.cache as request_cache
+
+    monkeypatch.setattr(request_cache, "PATH", str(tmp_path / "requests"))
+    first = evaluate_kv(metadata, cache_requests=True, log_samples=True, gen_kwargs="max_gen_toks=5")
+    again = evaluate_kv(metadata, cache_requests=True, log_samples=True, gen_kwargs="max_gen_toks=7")
+    assert {s["arguments"][0][1]["max_gen_toks"] for s in first["samples"]["longctx_kv"]} == {5}
+    assert {s["arguments"][0][1]["max_gen_toks"] for s in again["samples"]["longctx_kv"]} == {7}
+    picked = evaluate_kv(metadata, cache_requests=True, log_samples=True, samples={"longctx_kv": [3, 6]})
+    docs = task_manager(metadata=metadata).load(["longctx_kv"])["tasks"]["longctx_kv"].dataset["test"]
+    assert [s["doc"]["prompt"] for s in picked["samples"]["longctx_kv"]] == [docs[3]["prompt"], docs[6]["prompt"]]
+
+
+def test_predict_only_writes_every_answer(metadata):
+    out = evaluate_kv(metadata, predict_only=True, log_samples=True)
+    rows = out["samples"]["longctx_kv"]
+    assert len(rows) == 8 and all(isinstance(r["filtered_resps"][0], str) for r in rows)
+    assert {(r["max_seq_length"], r["depth"]) for r in rows} == {(240, 0.0), (240, 1.0), (300, 0.0), (300, 1.0)}
+
+
+def test_lengths_past_the_trained_window_without_scaling_are_warned_once_and_recorded(metadata, caplog):
+    import logging
+
+    grid = {**metadata, "max_seq_lengths": [300, 600, 700], "depths": [0], "num_samples": 1}
+    with caplog.at_level(logging.WARNING, logger="lm_eval.longctx"):
+        out = evaluate_kv(grid, model_args={"max_length": 1024})
+    said = [r.getMessage() for r in caplog.records if "run past the model's trained window" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("prompts of [600, 700] tokens run past the model's trained window of 512")
+    recorded = out["configs"]["longctx_kv"]["metadata"]["longctx_extrapolated"]
+    assert recorded == {"native_window": 512, "max_length": 1024, "lengths": [600, 700]}
+    inside = evaluate_kv({**grid, "max_seq_lengths": [300]}, model_args={"max_length": 1024})
+    assert "longctx_extrapolated" not in inside["configs"]["longctx_kv"]["metadata"]
+
+
+def test_depths_that_would_share_a_cell_are_refused(metadata, no_prompts_built):
+    with pytest.raises(LongCtxError, match=r"depths 0.1234561, 0.1234564 would share one metric cell \(exact_depth_0.123456\)"):
+        build("longctx_kv", **{**metadata, "depths": [0.1234561, 0.1234564]})
