@@ -299,12 +299,21 @@ def scope_evaluations(evaluator_module=None) -> None:
     if original is None or getattr(original, "longctx_scoped", False):
         return
     import functools
+    import inspect
 
     from lm_eval_longctx import window
+    from lm_eval_longctx.provenance import model_settings
+
+    signature = inspect.signature(original)
 
     @functools.wraps(original)
     def simple_evaluate(model, *args, **kwargs):
-        with window.evaluation(window.marks_beyond_window(model)):
+        try:  # the tasks also learn the call's model_args and apply_chat_template (window.Evaluation)
+            given = signature.bind_partial(model, *args, **kwargs).arguments
+        except TypeError:  # lm-eval itself reports wrong arguments
+            given = {}
+        settings = model_settings(model, given.get("model_args"))
+        with window.evaluation(window.marks_beyond_window(model), settings, given.get("apply_chat_template", False)):
             return original(model, *args, **kwargs)
 
     simple_evaluate.longctx_scoped = True

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lm_eval_longctx import served
 from lm_eval_longctx.errors import LongCtxError
@@ -30,22 +30,36 @@ BEYOND_WINDOW = "<<longctx:beyond-window>>"
 
 @dataclass(frozen=True)
 class Evaluation:
-    """What the tasks of one evaluation may know about its model."""
+    """What the tasks of one evaluation may know about its model.
+
+    ``model_args``: the call's model arguments (``provenance.model_settings``), which lm-eval
+    leaves out of the tasks' metadata when the caller passes its own ``task_manager``;
+    ``apply_chat_template``: the call's argument as given (a template name, or a switch);
+    ``warned``: the warnings already given in this evaluation (each once, not once per task).
+    """
 
     model_marks_beyond_window: bool = False
+    model_args: dict = field(default_factory=dict)
+    apply_chat_template: bool | str = False
+    warned: set = field(default_factory=set)
 
 
 _CURRENT = contextvars.ContextVar("lm_eval_longctx_evaluation", default=Evaluation())
 
 
 @contextlib.contextmanager
-def evaluation(model_marks_beyond_window: bool):
+def evaluation(model_marks_beyond_window: bool, model_args: dict | None = None, apply_chat_template=False):
     """Run the body as one evaluation whose model marks (True) or may cut (False) over-long prompts."""
-    token = _CURRENT.set(Evaluation(bool(model_marks_beyond_window)))
+    token = _CURRENT.set(Evaluation(bool(model_marks_beyond_window), dict(model_args or {}), apply_chat_template))
     try:
         yield
     finally:
         _CURRENT.reset(token)
+
+
+def current() -> Evaluation:
+    """Return the evaluation the caller runs in (an empty one outside any)."""
+    return _CURRENT.get()
 
 
 def model_marks_beyond_window() -> bool:
