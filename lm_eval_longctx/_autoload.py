@@ -1,22 +1,24 @@
 """The start-up hook: lm-eval 0.4.13 finds our tasks and model without ``--include_path``.
 
 lm-eval 0.4.13 loads no plugins, so ``lm_eval_longctx.pth`` runs at the start of every Python
-process of the environment. It reads ``LM_EVAL_LONGCTX_NO_AUTOLOAD`` first and, unless that
-switches the hook off, imports this module, which imports nothing (``os`` and ``sys`` are
-loaded by then) and only puts a finder at the front of ``sys.meta_path``. When one of the
-lm-eval modules in ``HOOKS`` is imported, the finder wraps its loader: once the module has
-run, the function of that name in ``lm_eval_longctx.compat`` (imported only then) patches
-it. A failure in a patch is swallowed: the hook must never break an unrelated program.
+process of the environment. Its one line reads ``LM_EVAL_LONGCTX_NO_AUTOLOAD`` and, unless
+that switches the hook off, puts a small finder (``_PostImportFinder``, defined in the line
+itself) at the front of ``sys.meta_path``. Start-up imports nothing of ours: no file to find,
+read or compile (with ``PYTHONDONTWRITEBYTECODE`` or a read-only tree, an imported module is
+compiled again at every start). Only when one of the lm-eval modules in ``HOOKS`` is being
+imported does the finder import this module and call ``hooked_spec``, which wraps that
+module's loader: once the module has run, the function of that name in
+``lm_eval_longctx.compat`` (imported only then) patches it. A failure in a patch is
+swallowed: the hook must never break an unrelated program.
 
 The switch: the hook is off when ``LM_EVAL_LONGCTX_NO_AUTOLOAD`` is set to anything other
 than ``""``, ``0``, ``false``, ``no`` or ``off`` (case and surrounding spaces ignored).
 """
 
-import os
 import sys
 
 # Values of LM_EVAL_LONGCTX_NO_AUTOLOAD that leave the hook on. lm_eval_longctx.pth holds the
-# same tuple, so that a switched-off hook costs one dictionary look-up (a test checks both).
+# same tuple, and the names of HOOKS; tests/test_autoload.py checks that they agree.
 KEEPS_ON = ("", "0", "false", "no", "off")
 
 # lm-eval module -> the function of lm_eval_longctx.compat that patches it once it has run.
@@ -28,8 +30,12 @@ HOOKS = {
 }
 
 
-def switched_off(environ=os.environ) -> bool:
+def switched_off(environ=None) -> bool:
     """True when ``LM_EVAL_LONGCTX_NO_AUTOLOAD`` turns the hook off (see the module docstring)."""
+    if environ is None:
+        import os
+
+        environ = os.environ
     return environ.get("LM_EVAL_LONGCTX_NO_AUTOLOAD", "").strip().lower() not in KEEPS_ON
 
 
@@ -60,34 +66,20 @@ class _HookedLoader:
         return getattr(self._loader, attribute)
 
 
-class _PostImportFinder:
-    """A meta-path finder (a plain class: ``importlib.abc`` would cost 60 modules at start-up)."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname not in HOOKS:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            spec.loader = _HookedLoader(spec.loader, fullname)
-        return spec
-
-
-def install() -> None:
-    """Install the finder once (a no-op if already installed or switched off)."""
-    if switched_off() or any(isinstance(f, _PostImportFinder) for f in sys.meta_path):
-        return
-    for name in HOOKS:
-        module = sys.modules.get(name)
-        if module is not None:  # imported before us (e.g. installed mid-session)
-            _patch(name, module)
-    sys.meta_path.insert(0, _PostImportFinder())
-
-
-install()
+def hooked_spec(hook, fullname, path, target=None):
+    """Return the spec the other finders give ``fullname`` (one of ``HOOKS``), its loader
+    wrapped so that our patch runs after the module; None when no finder knows it.
+    ``hook`` is the .pth's finder, which asks: it is skipped."""
+    if fullname not in HOOKS:
+        return None
+    for finder in sys.meta_path:
+        if finder is hook or type(finder).__name__ == "_PostImportFinder" or not hasattr(finder, "find_spec"):
+            continue
+        spec = finder.find_spec(fullname, path, target)
+        if spec is not None:
+            break
+    else:
+        return None
+    if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+        spec.loader = _HookedLoader(spec.loader, fullname)
+    return spec

@@ -15,6 +15,7 @@ moved into ``lm_eval_longctx/compat/`` beside the other patches.
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 log = logging.getLogger("lm_eval.longctx")
@@ -26,17 +27,6 @@ HF_MODEL_NAMES = ("hf", "hf-auto", "huggingface", "hf-longctx")
 
 
 # --------------------------------------------------------------------------- lm-eval: simple_evaluate
-
-
-def _model_args_dict(model_args) -> dict:
-    """Return ``simple_evaluate``'s ``model_args`` (a dict, a ``k=v,...`` string or None) as a dict."""
-    if isinstance(model_args, dict):
-        return dict(model_args)
-    if isinstance(model_args, str) and model_args.strip():
-        from lm_eval.utils import simple_parse_args_string
-
-        return simple_parse_args_string(model_args)
-    return {}
 
 
 def _uses_hflm(model) -> bool:
@@ -52,6 +42,7 @@ def evaluate(original, model, args: tuple, kwargs: dict):
     from lm_eval import evaluator
 
     from lm_eval_longctx import window
+    from lm_eval_longctx.provenance import model_settings
 
     key_response_cache()
     skip_integrity_tests(evaluator)
@@ -59,9 +50,14 @@ def evaluate(original, model, args: tuple, kwargs: dict):
         from lm_eval.models import huggingface
 
         plan_cpu_batches(huggingface.HFLM)
-    model_args = _model_args_dict(kwargs.get("model_args", args[0] if args else None))
+    try:  # the tasks also learn the call's model_args and apply_chat_template (window.Evaluation)
+        given = inspect.signature(original).bind_partial(model, *args, **kwargs).arguments
+    except TypeError:  # lm-eval itself reports wrong arguments
+        given = {}
+    model_args = model_settings(model, given.get("model_args"))
     name = model if isinstance(model, str) else None
-    with window.evaluation(window.marks_beyond_window(model), name, model_args):
+    chat = given.get("apply_chat_template", False)
+    with window.evaluation(window.marks_beyond_window(model), name, model_args, chat):
         results = original(model, *args, **kwargs)
     if isinstance(results, dict) and isinstance(results.get("samples"), dict):
         results["samples"] = {task: _rows_of(results, task, rows) for task, rows in results["samples"].items()}

@@ -18,7 +18,7 @@ import logging
 import datasets
 from lm_eval.api.task import ConfigurableTask
 
-from lm_eval_longctx import cells, compat, served, window
+from lm_eval_longctx import cells, compat, provenance, served, window
 from lm_eval_longctx.cache import cached_records, set_key
 from lm_eval_longctx.cells import BEYOND, count
 from lm_eval_longctx.catalog import TASKS, TaskDef
@@ -60,20 +60,13 @@ def build_dataset(task: TaskDef, metadata: dict) -> dict:
     document as is when no ``max_seq_lengths`` is given. Sizes are checked before any work:
     the grid's guards (in ``GridSpec.from_metadata``) and the model's window.
     """
-    if not task.needle_grid:
-        metadata = {**metadata, "depths": [0.0], "num_samples": 1}
-    spec = GridSpec.from_metadata(metadata, task.name, DEFAULT_LENGTHS if task.needle_grid else None)
+    spec = grid_of(task, metadata)
     cells.refuse_colliding_depths(task.name, spec.depths)
     if spec.max_seq_lengths is not None:  # the document as is: its length is checked once built
         max_gen_toks = generation_settings(spec, task)["max_gen_toks"]  # the YAML's own, if set, is checked after
         window.refuse_lengths_beyond_window(task.name, metadata, spec.max_seq_lengths, max_gen_toks)
-    counter = PromptCounter(load_tokenizer(spec.tokenizer), spec.chat_template, spec.tokenizer.add_bos_token)
-    material = {
-        "task": task.name,
-        "generator_version": GENERATOR_VERSION,
-        "tokenizer": counter.fingerprint(),
-        **spec.key_fields(),
-    }
+    counter = prompt_counter(spec)
+    material = data_material(task, spec, counter)
 
     def build():
         log.info("%s: building prompts for %s (not in the cache yet)", task.name, spec.max_seq_lengths or "the document")
@@ -86,6 +79,23 @@ def build_dataset(task: TaskDef, metadata: dict) -> dict:
     dataset = datasets.Dataset.from_list(records)
     dataset.info.description = f"{task.name} data, key {set_key(material)[:32]}"  # the cache file's name
     return {"test": dataset}
+
+
+def grid_of(task: TaskDef, metadata: dict) -> GridSpec:
+    """Return the grid ``metadata`` asks of ``task`` (one depth and sample without a needle grid)."""
+    if not task.needle_grid:
+        metadata = {**metadata, "depths": [0.0], "num_samples": 1}
+    return GridSpec.from_metadata(metadata, task.name, DEFAULT_LENGTHS if task.needle_grid else None)
+
+
+def prompt_counter(spec: GridSpec) -> PromptCounter:
+    """Return the counter of ``spec``'s prompts: its tokenizer, chat template and arguments."""
+    return PromptCounter(load_tokenizer(spec.tokenizer), spec.chat_template, spec.tokenizer.add_bos_token, spec.chat_template_args)
+
+
+def data_material(task: TaskDef, spec: GridSpec, counter: PromptCounter) -> dict:
+    """Return everything that decides ``task``'s records (the cache key is its digest)."""
+    return {"task": task.name, "generator_version": GENERATOR_VERSION, "tokenizer": counter.fingerprint(), **spec.key_fields()}
 
 
 def progress_bar(task: str, spec: GridSpec):
@@ -151,10 +161,18 @@ class LongCtxTask(ConfigurableTask):
     def __init__(self, config: dict | None = None, **kwargs):
         config = {k: v for k, v in (config or {}).items() if k != "class"}
         task = task_def((config.get("dataset_kwargs") or {}).get("longctx_task"))
-        mode = GridSpec.prompt_mode(config.get("metadata") or {}, config.get("task", task.name))
+        # Under the metadata, as lm-eval merges them when it builds the TaskManager itself: the
+        # evaluation's model arguments, also when the caller passed its own task_manager.
+        metadata = {**window.current().model_args, **(config.get("metadata") or {})}
+        if "version" in metadata:  # lm-eval writes a group's version as str(version): the same type
+            metadata["version"] = str(metadata["version"])
+        config["metadata"] = metadata
+        self._built_with = dict(metadata)
+        mode = GridSpec.prompt_mode(metadata, config.get("task", task.name))
         config["generation_kwargs"] = {**generation_settings(mode, task), **(config.get("generation_kwargs") or {})}
         config.setdefault("metric_list", metric_list(task))
         config.setdefault("process_results", Scorer(task))
+        self._task_def = task
         super().__init__(config=config, **kwargs)
         compat.aggregate_cells_over_their_docs()
         self._chat_template_given = "chat_template" in (self.config.metadata or {})
@@ -257,7 +275,9 @@ class LongCtxTask(ConfigurableTask):
             )
         return context
 
-    def build_all_requests(self, *, tokenizer_name: str = "", apply_chat_template: bool = False, **kwargs) -> None:
+    def build_all_requests(
+        self, *, tokenizer_name: str = "", apply_chat_template: bool = False, chat_template=None, **kwargs
+    ) -> None:
         self._check_selection(kwargs.get("limit"), kwargs.get("samples"))
         cells.check_world_size(
             self.config.task, len(self.eval_docs), kwargs.get("world_size"), kwargs.get("limit"), kwargs.get("samples")
@@ -268,14 +288,18 @@ class LongCtxTask(ConfigurableTask):
             # rebuild them so they are exact with the template's tokens counted.
             metadata = {**(self.config.metadata or {}), "chat_template": bool(apply_chat_template)}
             self.dataset = self.config.custom_dataset(**metadata, **(self.config.dataset_kwargs or {}))
+            self._built_with = dict(metadata)
             self._adopt_dataset()
         self._check_window(list(self._grid.lengths))  # now with the --gen_kwargs budget
         self._record_extrapolation()
         if served.is_served(self.config.metadata):
             self._check_server(bool(apply_chat_template))
+        elif apply_chat_template and callable(chat_template):
+            self._check_template_fed(chat_template)
         return super().build_all_requests(
             tokenizer_name=self._request_cache_name(tokenizer_name, kwargs.get("samples")),
             apply_chat_template=apply_chat_template,
+            chat_template=chat_template,
             **kwargs,
         )
 
@@ -287,6 +311,44 @@ class LongCtxTask(ConfigurableTask):
         (a cached set is cut with ``[:limit]`` only, so a sampled run would get the first documents)."""
         settings = json.dumps([self.config.generation_kwargs, samples], sort_keys=True, default=str)
         return f"{tokenizer_name}-{self._grid_key}-{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
+
+    def _check_template_fed(self, chat_template) -> None:
+        """Refuse prompts counted with another chat template than the model renders; warn once
+        when ``--apply_chat_template NAME`` names a template that is not the one fed."""
+        counter = prompt_counter(grid_of(self._task_def, self._built_with))
+        doc = self.dataset[self.config.test_split][0]
+        fed = self.fewshot_context(
+            doc, 0, apply_chat_template=True, chat_template=chat_template, gen_prefix=self.doc_to_prefix(doc)
+        )
+        if fed != counter.render(doc["prompt"], doc.get("answer_prefix") or ""):
+            raise LongCtxError(
+                f"{self.config.task}: the model renders prompts with another chat template than the one they were "
+                f"counted with ({counter.tokenizer.name_or_path!r}'s, arguments {counter.chat_template_args}), so "
+                "they would not have their exact lengths. Give the model's chat_template_args in --model_args, or "
+                "--metadata '{\"tokenizer\": \"DIR\"}' naming the tokenizer the model uses."
+            )
+        evaluation = window.current()
+        name, _ = provenance.fed_template(counter.tokenizer, counter.chat_template_args)
+        names = counter.tokenizer.chat_template if isinstance(counter.tokenizer.chat_template, dict) else ()
+        warning = provenance.named_template_warning(self.config.task, evaluation.apply_chat_template, name, names)
+        if warning:
+            window.warn_once(warning.replace(f"{self.config.task}: ", "", 1))
+
+    def dump_config(self) -> dict:
+        """Return lm-eval's task config (``configs.<task>`` in the results file), with what the
+        prompts were built with under ``metadata.longctx`` (``provenance.settings``)."""
+        config = super().dump_config()
+        spec = grid_of(self._task_def, self._built_with)
+        counter = prompt_counter(spec)
+        record = provenance.settings(
+            spec,
+            counter,
+            generator_version=GENERATOR_VERSION,
+            data_key=set_key(data_material(self._task_def, spec, counter)),
+            docs=self.dataset[self.config.test_split],
+        )
+        config["metadata"] = {**(config.get("metadata") or {}), provenance.RECORD_KEY: record}
+        return config
 
     def _check_server(self, apply_chat_template: bool) -> None:
         """Ask the server, once, with this task's longest prompt; record what served the run."""
@@ -305,8 +367,7 @@ class LongCtxTask(ConfigurableTask):
                 "the chat as a JSON list to a text completions endpoint. Use --model local-chat-completions "
                 "with base_url=.../v1/chat/completions, or drop --apply_chat_template."
             )
-        spec = GridSpec.from_metadata(metadata, task)
-        counter = PromptCounter(load_tokenizer(spec.tokenizer), spec.chat_template, spec.tokenizer.add_bos_token)
+        counter = prompt_counter(GridSpec.from_metadata(metadata, task))
 
         def token_ids_of(doc: dict) -> list[int]:
             # the ids lm-eval's API model sends with tokenized_requests

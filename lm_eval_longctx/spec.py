@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.formats import FORMATS
+from lm_eval_longctx.provenance import chat_template_args
 from lm_eval_longctx.served import is_chat_endpoint, is_served, sends_token_ids
 from lm_eval_longctx.tokens import TokenizerSource
 
@@ -38,6 +39,7 @@ GRID_KEYS = (
     "server_rope",
     "allow_large_grid",
     "longctx_served",  # written by the tasks themselves in served runs
+    "longctx",  # provenance.RECORD_KEY: written by the tasks into the results' task config
 )
 # Names as close as that which are not typos: model arguments of lm-eval's own models
 # (tests/test_spec.py checks every __init__ argument of the installed lm-eval against this).
@@ -72,6 +74,8 @@ class GridSpec:
     answer_prefix: bool = True
     prefix_in_user_turn: bool = False
     tokenizer: TokenizerSource | None = None
+    # The model's chat template arguments (provenance.chat_template_args), under the template only.
+    chat_template_args: dict = field(default_factory=dict, hash=False)
 
     @classmethod
     def from_metadata(cls, metadata: dict, task: str, default_lengths=DEFAULT_LENGTHS) -> GridSpec:
@@ -82,16 +86,18 @@ class GridSpec:
         md = dict(metadata)
         check_keys(md, task)
         lengths = md.get("max_seq_lengths", default_lengths)
+        chat_template = _bool(md.get("chat_template", False), "chat_template", task)
         grid = cls(
             max_seq_lengths=None if lengths is None else _lengths(lengths, task),
             depths=_depths(md.get("depths", DEFAULT_DEPTHS), task),
             num_samples=_positive_int(md.get("num_samples", DEFAULT_NUM_SAMPLES), "num_samples", task),
             seed=_int(md.get("seed", DEFAULT_SEED), "seed", task),
             prompt_style=_prompt_style(md.get("prompt_style", "plain"), task),
-            chat_template=_bool(md.get("chat_template", False), "chat_template", task),
+            chat_template=chat_template,
             answer_prefix=_bool(md.get("answer_prefix", True), "answer_prefix", task),
             prefix_in_user_turn=is_served(md) and is_chat_endpoint(md.get("base_url")),
             tokenizer=_tokenizer_source(md, task),
+            chat_template_args=chat_template_args(md, task) if chat_template else {},
         )
         check_size(grid, md, task)
         return grid
@@ -206,7 +212,9 @@ def _tokenizer_source(md: dict, task: str) -> TokenizerSource:
         raise LongCtxError(
             f"{task}: no tokenizer to build prompts with. The tasks build prompts in the model's own "
             "tokens: pass pretrained=DIR in --model_args (for a served model: tokenizer=DIR), or "
-            "--metadata '{\"tokenizer\": \"DIR\"}'."
+            "--metadata '{\"tokenizer\": \"DIR\"}'. In Python: lm_eval.simple_evaluate(model_args="
+            "{\"pretrained\": DIR}, ...) (its model_args reach our tasks, task_manager= or not), or "
+            "lm_eval_longctx.task_manager(metadata={\"tokenizer\": DIR}) for tasks loaded by hand."
         )
     uses_model = not md.get("tokenizer")
     add_bos = md.get("add_bos_token")

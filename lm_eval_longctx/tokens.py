@@ -78,10 +78,13 @@ def load_tokenizer(source: TokenizerSource):
 class PromptCounter:
     """Token counts of prompts as the model receives them from lm-eval."""
 
-    def __init__(self, tokenizer, chat_template: bool = False, add_bos_token: bool | None = None):
+    def __init__(self, tokenizer, chat_template: bool = False, add_bos_token: bool | None = None, chat_template_args=None):
         self.tokenizer = tokenizer
         self.chat_template = chat_template
         self.add_bos_token = add_bos_token
+        # What lm-eval's hf model passes to the template too (its chat_template_args model
+        # argument: a template name, enable_thinking...): they change the rendered text.
+        self.chat_template_args = dict(chat_template_args or {}) if chat_template else {}
         self._backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
         if chat_template and not getattr(tokenizer, "chat_template", None):
             raise LongCtxError(
@@ -104,6 +107,7 @@ class PromptCounter:
             tokenize=False,
             add_generation_prompt=not answer_prefix,
             continue_final_message=bool(answer_prefix),
+            **self.chat_template_args,
         )
 
     def _adds_special_tokens(self, text: str) -> bool:

@@ -37,13 +37,17 @@ class Evaluation:
     """What the tasks of one evaluation may know about its model.
 
     ``model`` and ``model_args`` are what the ``simple_evaluate`` call was given (a registered
-    name or an object's class name; the arguments parsed to a dict); ``said`` holds the warnings
-    this evaluation gave already, so that each is given once however many tasks ask.
+    name or an object's class name; the arguments as ``provenance.model_settings`` reads them, which
+    lm-eval leaves out of the tasks' metadata when the caller passes its own ``task_manager``);
+    ``apply_chat_template`` is the call's argument as given (a template name, or a switch);
+    ``said`` holds the warnings this evaluation gave already, so that each is given once however
+    many tasks ask.
     """
 
     model_marks_beyond_window: bool = False
     model: str | None = None
     model_args: dict = field(default_factory=dict)
+    apply_chat_template: bool | str = False
     said: set = field(default_factory=set)
 
 
@@ -56,9 +60,12 @@ def current() -> Evaluation:
 
 
 @contextlib.contextmanager
-def evaluation(model_marks_beyond_window: bool, model: str | None = None, model_args: dict | None = None):
+def evaluation(model_marks_beyond_window: bool, model: str | None = None, model_args: dict | None = None,
+               apply_chat_template: bool | str = False):
     """Run the body as one evaluation whose model marks (True) or may cut (False) over-long prompts."""
-    token = _CURRENT.set(Evaluation(bool(model_marks_beyond_window), model, dict(model_args or {})))
+    token = _CURRENT.set(
+        Evaluation(bool(model_marks_beyond_window), model, dict(model_args or {}), apply_chat_template)
+    )
     try:
         yield
     finally:

@@ -113,23 +113,44 @@ def test_switch_values(tmp_path, switch):
     from lm_eval_longctx._autoload import switched_off
 
     expected_off = switch in OFF
-    code = "print('lm_eval_longctx._autoload' in sys.modules, any(type(f).__name__ == '_PostImportFinder' for f in sys.meta_path))"
+    code = "print(any(type(f).__name__ == '_PostImportFinder' for f in sys.meta_path))"
     out = start_with_our_pth(tmp_path, code, switch)
     assert out.returncode == 0 and not out.stderr, out.stderr
-    assert out.stdout.split() == (["False", "False"] if expected_off else ["True", "True"]), f"switch={switch!r}"
+    assert out.stdout.split() == (["False"] if expected_off else ["True"]), f"switch={switch!r}"
     # _autoload applies the same rule (for a .pth copied by an older install).
     assert switched_off({} if switch is None else {"LM_EVAL_LONGCTX_NO_AUTOLOAD": switch}) is expected_off
 
 
-def test_start_up_imports_only_the_hook_itself(tmp_path):
-    # Everything the .pth pulls in at start-up: just our package and _autoload, no importlib.abc.
-    code = "import lm_eval_longctx; print(' '.join(sorted(set(sys.modules) - before - {'site'})))"
+def test_start_up_imports_no_module(tmp_path):
+    # The .pth defines its finder inline: at start-up nothing is found, read or compiled (with
+    # PYTHONDONTWRITEBYTECODE, as on this project's machines, every imported module would be
+    # compiled again at every start), whether the hook is on or off.
+    code = "print(' '.join(sorted(set(sys.modules) - before - {'site'})))"
     on = start_with_our_pth(tmp_path, code, None)
     off = start_with_our_pth(tmp_path, code, "1")
     assert on.returncode == 0 and off.returncode == 0, on.stderr + off.stderr
-    added = set(on.stdout.split()) - set(off.stdout.split())
-    assert added == {"lm_eval_longctx._autoload"}, added
-    assert "importlib.abc" not in on.stdout.split()
+    assert on.stdout.split() == off.stdout.split(), set(on.stdout.split()) ^ set(off.stdout.split())
+    assert not [m for m in on.stdout.split() if m.startswith(("lm_eval", "importlib.abc"))], on.stdout
+
+
+def test_the_pth_line_and_the_module_agree():
+    # The .pth repeats the switch's values and the hooked module names: a change in one
+    # without the other would hook the wrong modules or read the switch differently.
+    from lm_eval_longctx._autoload import HOOKS, KEEPS_ON
+
+    line = (ROOT / "lm_eval_longctx.pth").read_text()
+    assert len(line.splitlines()) == 1 and line.startswith("import ")
+    assert repr(KEEPS_ON).replace("'", '"') in line
+    assert repr(tuple(HOOKS)).replace("'", '"') in line
+
+
+def test_the_finder_passes_every_other_import_through(tmp_path):
+    # Installed first on sys.meta_path, it sees every import of the process: it must answer
+    # None for each name it does not hook, import nothing for them, and leave them working.
+    code = "import json, email.parser; print([m for m in sys.modules if m.startswith('lm_eval')], sys.meta_path[0].find_spec('json', None))"
+    out = start_with_our_pth(tmp_path, code, None)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[] None"
 
 
 def test_switched_off_hook_imports_nothing_of_ours(tmp_path):
