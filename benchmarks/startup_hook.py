@@ -1,20 +1,20 @@
 """What the start-up hook (lm_eval_longctx.pth) costs every Python process of the environment.
 
-Builds two virtual environments of the running Python, made the same way: a bare one, and one
-holding this checkout's package and .pth file as a regular (non-editable) install lays them out
-(package copied into site-packages, compiled to .pyc as pip does). Then it starts each
-interpreter many times, interleaved, and reports medians:
+Builds fresh virtual environments of the running Python: a bare one, one with this checkout
+installed from a wheel (``pip wheel`` then ``pip install --no-deps``, as a user installs it),
+and one with it installed editable (``pip install --no-deps -e``, as scripts/setup.sh does).
+lm-eval is in none of them: the hook must cost nothing until lm_eval is imported. ``--before
+REV`` adds the same two installs of git revision REV (the hook before a change).
 
-* wall time of ``python -c pass`` and ``python -c "import json"``, bare vs. hook on vs. hook
-  switched off (LM_EVAL_LONGCTX_NO_AUTOLOAD=1);
-* modules loaded at start-up, and what ``python -X importtime`` charges to lm_eval_longctx.
+Two measures, each over many fresh processes, interleaved so that load changes on a shared
+machine hit every configuration alike; medians and quartiles are reported:
 
-lm-eval itself is not installed in either: the hook must cost nothing until lm_eval is imported,
-so whether it is installed does not change these numbers. ``--before REV`` adds a third
-environment holding the package and .pth of git revision REV, installed the same way (the
-hook before a change); ``--venv PATH`` adds an existing environment as it is.
+* the hook's own cost: CPU time of executing our ``.pth`` line inside a started process (the
+  process starts with the hook switched off, then runs the line as ``site`` would, with the
+  caches ``site`` leaves behind; ``-P`` keeps the current folder off ``sys.path``);
+* whole starts of ``python -c pass``: wall time and CPU time (user + system) of the process.
 
-    python benchmarks/startup_hook.py --runs 60 --before 7104ebe
+    python benchmarks/startup_hook.py --runs 200 --before a3083b1
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
+import resource
 import statistics
 import subprocess
 import sys
@@ -32,28 +32,49 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SWITCH = "LM_EVAL_LONGCTX_NO_AUTOLOAD"
+SOURCE_FILES = ["lm_eval_longctx", "lm_eval_longctx.pth", "pyproject.toml", "README.md", "tasks"]
+
+# Run inside a started process (hook off): the CPU time of our .pth line, run as site runs it.
+OWN_COST = """
+import os, sys, time
+os.environ.pop({switch!r}, None)
+lines = [l for l in open({pth!r}).read().splitlines() if l.startswith(("import ", "import\\t"))]
+start = time.process_time_ns()
+for line in lines:
+    exec(line)
+print((time.process_time_ns() - start) / 1e6)
+"""
 
 
-def make_venv(path: Path, source: Path | None) -> Path:
-    """A venv of this Python; with ``source`` (a checkout), its package and .pth installed."""
+def pip(python: Path, *args: str) -> None:
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args], check=True)
+
+
+def make_venv(path: Path, source: Path | None, kind: str, wheels: Path) -> Path:
+    """A venv of this Python; with ``source`` (a checkout), it installed as ``kind`` ("wheel", "editable")."""
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
     python = path / "bin" / "python"
-    site = Path(subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip())
-    if source is not None:
-        shutil.copytree(source / "lm_eval_longctx", site / "lm_eval_longctx", symlinks=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        shutil.copy(source / "lm_eval_longctx.pth", site / "lm_eval_longctx.pth")
-        subprocess.run([str(python), "-m", "compileall", "-q", str(site / "lm_eval_longctx")], check=True)
+    if source is not None and kind == "wheel":
+        out = wheels / path.name
+        subprocess.run([str(python), "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check",
+                        "-w", str(out), str(source)], check=True)
+        pip(python, "--no-deps", str(next(out.glob("*.whl"))))
+    elif source is not None:
+        pip(python, "--no-deps", "-e", str(source))
     return python
 
 
 def checkout(rev: str, into: Path) -> Path:
-    """The package and .pth of git revision ``rev``, extracted into ``into``."""
+    """The files of git revision ``rev`` that an install needs, extracted into ``into``."""
     into.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "lm_eval_longctx", "lm_eval_longctx.pth"],
-                             check=True, capture_output=True).stdout
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, *SOURCE_FILES], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
+
+
+def site_packages(python: Path) -> Path:
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    return Path(subprocess.check_output([str(python), "-c", code], text=True).strip())
 
 
 def child_env(switch: str | None) -> dict:
@@ -63,73 +84,72 @@ def child_env(switch: str | None) -> dict:
     return env
 
 
-def wall_ms(python: Path, code: str, env: dict) -> float:
+def start(python: Path, env: dict) -> tuple[float, float]:
+    """Wall and CPU (user + system) milliseconds of one ``python -c pass``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run([str(python), "-c", code], env=env, check=True)
-    return (time.perf_counter() - started) * 1000
+    subprocess.run([str(python), "-c", "pass"], env=env, check=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall * 1000, (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
 
 
-def importtime_ms(python: Path, env: dict) -> float:
-    """Microseconds -X importtime charges (cumulatively) to lm_eval_longctx modules, in ms."""
-    out = subprocess.run([str(python), "-X", "importtime", "-c", "pass"], env=env, capture_output=True, text=True, check=True)
-    total = 0
-    for line in out.stderr.splitlines():
-        parts = [p.strip() for p in line.removeprefix("import time:").split("|")]
-        if len(parts) == 3 and parts[2] == "lm_eval_longctx._autoload":
-            total += int(parts[1])  # cumulative: includes the package __init__ it pulls in
-    return total / 1000
+def own_cost(python: Path, pth: Path) -> float:
+    code = OWN_COST.format(switch=SWITCH, pth=str(pth))
+    out = subprocess.run([str(python), "-P", "-c", code], env=child_env("1"), capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
 
 
-def module_count(python: Path, env: dict) -> int:
+def modules_at_start(python: Path, env: dict) -> int:
     return int(subprocess.check_output([str(python), "-c", "import sys; print(len(sys.modules))"], env=env, text=True))
+
+
+def spread(values: list[float]) -> str:
+    q1, median, q3 = statistics.quantiles(values, n=4)
+    return f"{median:.2f} ({q1:.2f}-{q3:.2f})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=40, help="starts per configuration and command (default 40)")
-    parser.add_argument("--before", metavar="REV", help="also measure the hook of this git revision")
-    parser.add_argument("--venv", type=Path, action="append", default=[], help="also measure this existing venv")
+    parser.add_argument("--runs", type=int, default=100, help="starts per configuration and measure (default 100)")
+    parser.add_argument("--before", metavar="REV", help="also measure both installs of this git revision")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="startup_hook_") as tmp:
-        bare = make_venv(Path(tmp) / "bare", None)
-        hooked = make_venv(Path(tmp) / "hook", ROOT)
-        configs = {
-            "bare venv": (bare, child_env(None)),
-            "hook on": (hooked, child_env(None)),
-            f"hook off ({SWITCH}=1)": (hooked, child_env("1")),
-        }
+        tmp = Path(tmp)
+        sources = {"this checkout": ROOT}
         if args.before:
-            before = make_venv(Path(tmp) / "before", checkout(args.before, Path(tmp) / "src_before"))
-            configs[f"hook of {args.before}, on"] = (before, child_env(None))
-            configs[f"hook of {args.before}, {SWITCH}=1"] = (before, child_env("1"))
-        for venv in args.venv:
-            configs[f"{venv} as is"] = (venv / "bin" / "python", child_env(None))
-        commands = {"-c pass": "pass", "-c 'import json'": "import json"}
-        for python, env in configs.values():  # warm the file cache
-            for code in commands.values():
-                wall_ms(python, code, env)
-        times = {(c, k): [] for c in configs for k in commands}
-        hook_import = {c: [] for c in configs}
-        for _ in range(args.runs):  # interleaved, so load changes hit every configuration alike
-            for name, (python, env) in configs.items():
-                for label, code in commands.items():
-                    times[(name, label)].append(wall_ms(python, code, env))
-                hook_import[name].append(importtime_ms(python, env))
+            sources[args.before] = checkout(args.before, tmp / "src_before")
+        bare = make_venv(tmp / "bare", None, "", tmp)
+        configs = {"bare venv": (bare, child_env(None), None)}
+        for label, source in sources.items():
+            for kind in ("wheel", "editable"):
+                python = make_venv(tmp / f"{kind}-{len(configs)}", source, kind, tmp / "wheels")
+                pth = site_packages(python) / "lm_eval_longctx.pth"
+                configs[f"{label}, {kind}, hook on"] = (python, child_env(None), pth)
+                if label == "this checkout":
+                    configs[f"{label}, {kind}, {SWITCH}=1"] = (python, child_env("1"), None)
+        for python, env, _ in configs.values():  # warm the file cache
+            start(python, env)
+        walls = {name: [] for name in configs}
+        cpus = {name: [] for name in configs}
+        own = {name: [] for name, (_, _, pth) in configs.items() if pth is not None}
+        for _ in range(args.runs):
+            for name, (python, env, pth) in configs.items():
+                wall, cpu = start(python, env)
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+                if pth is not None:
+                    own[name].append(own_cost(python, pth))
 
-        print(f"Python {platform.python_version()} ({sys.executable}), {platform.machine()}, "
-              f"{os.cpu_count()} CPUs; {args.runs} runs each, interleaved; medians")
-        base = {label: statistics.median(times[("bare venv", label)]) for label in commands}
-        print("| environment | modules at start-up | " + " | ".join(f"`python {k}` ms (vs bare)" for k in commands)
-              + " | -X importtime of lm_eval_longctx ms |")
-        print("|---|---|" + "---|" * len(commands) + "---|")
-        for name, (python, env) in configs.items():
-            cells = []
-            for label in commands:
-                median = statistics.median(times[(name, label)])
-                cells.append(f"{median:.1f} ({median - base[label]:+.1f})")
-            print(f"| {name} | {module_count(python, env)} | " + " | ".join(cells)
-                  + f" | {statistics.median(hook_import[name]):.2f} |")
+        print(f"Python {platform.python_version()} ({sys.executable}), {platform.machine()}, {os.cpu_count()} CPUs, "
+              f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}; {args.runs} runs each, "
+              "interleaved; median (quartiles), ms")
+        print("| environment | modules at start-up | our .pth line, CPU | `python -c pass`, wall | `python -c pass`, CPU |")
+        print("|---|---|---|---|---|")
+        for name, (python, env, _) in configs.items():
+            line = spread(own[name]) if name in own else "-"
+            print(f"| {name} | {modules_at_start(python, env)} | {line} | {spread(walls[name])} | {spread(cpus[name])} |")
 
 
 if __name__ == "__main__":

@@ -159,3 +159,11 @@ def test_a_grid_at_the_guards_passes():
         GridSpec.from_metadata({"pretrained": "/m", **metadata}, "t")
     with pytest.raises(LongCtxError, match="allow_large_grid='maybe' must be true or false"):
         GridSpec.from_metadata({"pretrained": "/m", "allow_large_grid": "maybe"}, "t")
+
+
+def test_no_tokenizer_names_the_fix_on_the_command_line_and_in_python():
+    with pytest.raises(LongCtxError) as error:
+        GridSpec.from_metadata({"max_seq_lengths": [256]}, "longctx_kv")
+    message = str(error.value)
+    assert "pretrained=DIR in --model_args" in message
+    assert "lm_eval.simple_evaluate(model_args=" in message and "lm_eval_longctx.task_manager(metadata=" in message
