@@ -69,6 +69,12 @@ def figure_notes(runs: Sequence[Run]) -> list[str]:
     return notes
 
 
+def run_warnings(runs: Sequence[Run]) -> list[str]:
+    """Return what makes a run's numbers doubtful, one line each: samples that do not match the
+    results file's counts, a limited run (``--limit``, ``--samples``) and the lengths it left out."""
+    return [f"{run.label} ({run.source}): {warning}" for run in runs for r in run.tasks.values() for warning in r.warnings]
+
+
 def write_report(runs: Sequence[Run], output_dir: Path, threshold: float, problems: Sequence[str] = ()) -> list[Path]:
     """Write report.md, leaderboard.csv, heatmaps and length curves, and where a model ran under
     several RoPE settings comparison.csv and a length curve per task with a line per setting;
@@ -78,7 +84,9 @@ def write_report(runs: Sequence[Run], output_dir: Path, threshold: float, proble
     for run in runs:
         for task, result in run.tasks.items():
             if not result.by_depth_length:
-                not_drawn.append(f"heatmap of {task} for {run.label}: needs the samples file (--log_samples).")
+                why = "its samples file does not match the results file (Warnings)" if result.by_length and any(
+                    "does not match" in w for w in result.warnings) else "needs the samples file (--log_samples)"
+                not_drawn.append(f"heatmap of {task} for {run.label}: {why}.")
                 continue
             path = output_dir / f"heatmap_{run.slug}_{task}.png"
             plot_heatmap(run, result, path)
@@ -138,8 +146,11 @@ def render_markdown(runs, threshold, columns, rows, figures, not_drawn, notes, c
         effective_rows.append(
             {"run": run.label, **{t: format_effective(effective[t], r) for t, r in run.tasks.items()}}
         )
+    warnings = run_warnings(runs)
     parts = [
         "# Long-context report",
+        *(["## Warnings", "Read these before any number below.", "\n".join(f"- **{w}**" for w in warnings)]
+          if warnings else []),
         f"Made by `lm-eval-longctx report` from {len(runs)} lm-eval results file(s). Accuracy is each task's "
         "headline metric (exact for longctx_kv and longctx_passkey, found for longctx_pi_title) over the samples "
         "that ran; samples beyond the model's window are counted apart, never as zero. A task's `score` and the "
@@ -214,6 +225,8 @@ def main(paths: Sequence[str], output_dir: str | None = None, threshold: float =
         raise LongCtxError(f"--output-dir {out}: writing the report failed ({exc}); give a folder you can write to.") from None
     for problem in problems:
         print(f"lm-eval-longctx warning: skipped: {problem}", file=sys.stderr)
+    for warning in run_warnings(runs):
+        print(f"lm-eval-longctx warning: {warning}", file=sys.stderr)
     for note in comparability_notes(runs) + [n for c in compare.comparisons(runs) for n in compare.comparison_notes(c)]:
         print(f"lm-eval-longctx warning: {note}", file=sys.stderr)
     print(f"{len(runs)} run(s) -> {out}")
