@@ -22,6 +22,7 @@ from lm_eval_longctx.report.provenance import (  # noqa: F401  (rope_label, rope
     rope_order,
     served_record,
 )
+from lm_eval_longctx.report.ppl import Perplexity, is_perplexity, read_perplexity
 from lm_eval_longctx.report.tasks import GROUP, HEADLINE, NO_DEPTH, Cell, TaskResult, limits, load_task, task_version  # noqa: F401
 from lm_eval_longctx.results_check import check_results
 
@@ -46,6 +47,8 @@ class Run:
     effective_window: int | None = None  # tokens the model took: scaled window, or lm-eval's max_length
     other_headlines: dict[str, str] = field(default_factory=dict)  # other task -> its other_scores key
     lower_is_better: frozenset[str] = frozenset()  # other_scores keys lm-eval marks higher_is_better: false
+    perplexity: dict[str, Perplexity] = field(default_factory=dict)  # longctx_ppl, per length
+    record: dict = field(default_factory=dict)  # config.longctx as hf-longctx wrote it ({} for other models)
 
     @property
     def label(self) -> str:
@@ -88,8 +91,15 @@ def read_results(path: Path) -> dict:
 
 
 def longctx_tasks(results: Mapping) -> list[str]:
-    """Return the longctx task names (not the group) in a results file, in file order."""
-    return [name for name in results["results"] if name.startswith(f"{GROUP}_")]
+    """Return the longctx retrieval task names (not the group, not perplexity) in a results file, in file order."""
+    return [name for name, entry in results["results"].items()
+            if name.startswith(f"{GROUP}_") and not is_perplexity(name, entry)]  # fmt: skip
+
+
+def perplexity_tasks(results: Mapping) -> dict[str, Perplexity]:
+    """Return each perplexity task of a results file (``longctx_ppl``), read per length."""
+    return {name: read_perplexity(name, entry) for name, entry in results["results"].items()
+            if name.startswith(f"{GROUP}_") and is_perplexity(name, entry)}  # fmt: skip
 
 
 def _subtasks_of_groups(results: Mapping) -> set[str]:
@@ -129,7 +139,8 @@ def load_run(path: Path) -> Run:
     """Return the run recorded in one results file; LongCtxError if it has no longctx task."""
     results = read_results(path)
     tasks = longctx_tasks(results)
-    if not tasks:
+    perplexity = perplexity_tasks(results)
+    if not tasks and not perplexity:
         found = ", ".join(results["results"]) or "none"
         raise LongCtxError(
             f"{path}: no longctx task in this results file (tasks found: {found}). Run lm_eval with "
@@ -164,6 +175,8 @@ def load_run(path: Path) -> Run:
         effective_window=int(window) if window else None,
         other_headlines=headlines,
         lower_is_better=lower,
+        perplexity=perplexity,
+        record=dict((results.get("config") or {}).get("longctx") or {}),
     )
 
 
