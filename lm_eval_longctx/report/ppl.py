@@ -71,11 +71,11 @@ def _point(entry: Mapping, base: str, beyond: int = 0, skipped: int = 0) -> Poin
 
 def read_perplexity(task: str, entry: Mapping) -> Perplexity:
     """Return a perplexity task's points per length and overall from its results entry."""
-    lengths = sorted({int(m.group(1)) for key in entry if (m := re.match(r"ppl_len_(\d+)[,_]", key))})
+    lengths = sorted({int(m.group(1)) for key in entry if (m := re.match(r"(?:ppl|beyond_window)_len_(\d+)[,_]", key))})
     skipped = {
         key.removesuffix(",none"): float(value)
         for key, value in entry.items()
-        if any(word in key for word in SKIP_WORDS) and "_stderr" not in key and _number(value) is not None
+        if any(word in key for word in SKIP_WORDS) and "_stderr" not in key and _number(value)  # 0: nothing skipped
     }
     by_length = {}
     for length in lengths:
