@@ -158,14 +158,12 @@ def _length_figure(runs, labels, task, threshold, windows, title, path) -> None:
 
 
 def plot_perplexity(runs: Sequence[Run], labels: Sequence[str], task: str, title: str, path: Path) -> None:
-    """Draw perplexity against length (log x, log y), one line per run named by ``labels``, bars of
+    """Draw perplexity against length (log x), one line per run named by ``labels``, bars of
     the 95% interval where the results give one, lengths beyond a run's window as crosses at the
     bottom, and each run's window as a dashed line in its colour (grey where runs share it)."""
     figure = _figure(11.0, 5.5)
     axes = figure.add_subplot()
     lengths = sorted({n for run in runs if task in run.perplexity for n in run.perplexity[task].by_length})
-    finite = [p.ppl for run in runs if task in run.perplexity for p in run.perplexity[task].by_length.values() if p.ppl]
-    floor = min(finite) / 1.5 if finite else 1.0
     windows: dict[int, list[int]] = {}
     for index, (run, name) in enumerate(zip(runs, labels)):
         if task not in run.perplexity:
@@ -180,24 +178,26 @@ def plot_perplexity(runs: Sequence[Run], labels: Sequence[str], task: str, title
                       linewidth=1.8, color=colour, label=name)  # fmt: skip
         beyond = [n * nudge for n, p in points if p.ppl is None and p.beyond]
         if beyond:
-            axes.plot(beyond, [floor] * len(beyond), linestyle="none", marker="x", markersize=9, color=colour)
+            # At the foot of the plot (axes coordinates): a perplexity that was not computed has no height.
+            axes.plot(beyond, [0.04] * len(beyond), linestyle="none", marker="x", markersize=9, color=colour,
+                      transform=axes.get_xaxis_transform())  # fmt: skip
         if run.effective_window:
             windows.setdefault(run.effective_window, []).append(index)
     for window, indexes in sorted(windows.items()):
         colour = f"C{indexes[0] % 10}" if len(indexes) == 1 else "0.3"
         axes.axvline(window, color=colour, linestyle="--", linewidth=1.2)
-        axes.text(window, 0.02, f"window {window} ", transform=axes.get_xaxis_transform(), fontsize=9, color=colour,
-                  ha="right", va="bottom", rotation=90)  # fmt: skip
+        axes.text(window, 0.98, f"window {window} ", transform=axes.get_xaxis_transform(), fontsize=9, color=colour,
+                  ha="right", va="top", rotation=90)  # fmt: skip
     if any(p.ppl is None and p.beyond for run in runs if task in run.perplexity for p in run.perplexity[task].by_length.values()):
         axes.plot([], [], linestyle="none", marker="x", color="0.3", label="beyond window (not run)")
     axes.set_xscale("log", base=2)
-    axes.set_yscale("log")
+    axes.margins(y=0.15)  # room at the foot for the beyond-window crosses
     if lengths:
         axes.set_xticks(lengths, [str(n) for n in lengths])
         axes.set_xlim(min(lengths) / 1.25, max(lengths + list(windows)) * 1.25)
     axes.minorticks_off()
     axes.set_xlabel("context length (tokens, log scale)")
-    axes.set_ylabel("perplexity (log scale; lower is better)")
+    axes.set_ylabel("perplexity (lower is better)")
     axes.set_title(title, pad=16)
     axes.grid(True, alpha=0.3)
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, borderaxespad=0)
