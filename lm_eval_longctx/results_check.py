@@ -71,11 +71,16 @@ def _problem(results: Mapping) -> tuple[tuple, object, str] | None:
             return ("results", task), entry, "an object of metrics"
         if task != GROUP and not task.startswith(f"{GROUP}_"):
             continue
+        # A perplexity task (longctx_ppl): its per-length values are perplexities, its other cells counts.
+        perplexity = "ppl,none" in entry or any(str(key).startswith("ppl_len_") for key in entry)
         for key, value in entry.items():
             match = READ_METRIC.fullmatch(key)
             if not match:
                 continue
-            if match.group("base") in COUNTS:
+            if perplexity and match.group("base") == "ppl":
+                if not (_number(value) and value >= 1):
+                    return ("results", task, key), value, "a perplexity (a number >= 1)"
+            elif match.group("base") in COUNTS or perplexity:
                 if not (_number(value) and value >= 0):
                     return ("results", task, key), value, "a count (a number >= 0)"
             elif not (_number(value) and 0 <= value <= 1):

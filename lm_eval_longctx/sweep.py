@@ -39,7 +39,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lm_eval_longctx import arg_errors, compat, rope
+from lm_eval_longctx import arg_errors, compat, rope, sweep_state
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.registration import MODEL_NAME
 
@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the rope_scaling values to run, in order, each as hf-longctx takes it: none, dynamic:2, linear:4, "
         "yarn:4:orig=4096, llama3:8:low=1:high=4:orig=8192, longrope:4:short=1/1.2:long=2/4, or a JSON dict "
         "(every one is checked before the model loads)",
+    )  # fmt: skip
+    ours.add_argument(
+        "--resume", action="store_true",
+        help="finish a stopped sweep (Ctrl-C, a killed process) into the same --output_path: settings finished "
+        "there are kept, half-written ones are run again; give the same command as the stopped sweep",
     )  # fmt: skip
     parser._action_groups.insert(2, parser._action_groups.pop())  # shown first, after -h
     told = {
@@ -191,7 +196,7 @@ def folder_of(args, setting: Setting) -> Path:
 def run_args(args, setting: Setting) -> argparse.Namespace:
     """Return the arguments of the separate ``lm_eval`` run this setting stands for."""
     one = copy.deepcopy(args)
-    del one.rope
+    del one.rope, one.resume
     one.model_args = {**(args.model_args or {}), "rope_scaling": setting.value}
     one.output_path = str(folder_of(args, setting))
     if args.use_cache:
@@ -199,23 +204,16 @@ def run_args(args, setting: Setting) -> argparse.Namespace:
     return one
 
 
-def refuse_earlier_results(args, settings: list[Setting]) -> None:
-    """Refuse folders already holding results: the report would mix an earlier run into this sweep."""
-    for setting in settings:
-        earlier = sorted(folder_of(args, setting).rglob("results_*.json"))
-        if earlier:
-            raise LongCtxError(
-                f"--output_path {args.output_path}: {folder_of(args, setting)} already holds results of an earlier "
-                f"run ({earlier[0].name}); the report would mix them into this sweep. Give a new --output_path, or "
-                "remove that folder."
-            )
-
-
 @dataclass(frozen=True)
 class Outcome:
     setting: Setting
     folder: Path
     error: str | None = None
+    state: str | None = None  # "interrupted"; else ok or failed, by error
+
+    @property
+    def status(self) -> str:
+        return self.state or ("failed" if self.error else "ok")
 
 
 def run_setting(model, args, setting: Setting) -> Outcome:
@@ -229,6 +227,8 @@ def run_setting(model, args, setting: Setting) -> Outcome:
     try:
         with compat.model_built_by(MODEL_NAME, build):
             compat.run_lm_eval(run_args(args, setting))
+        if model.rank == 0:
+            sweep_state.mark_done(folder, setting.text, args)
         return Outcome(setting, folder)
     except LongCtxError as exc:
         error = str(exc)
@@ -288,20 +288,55 @@ def documents_that_differ(outcomes: list[Outcome]) -> list[str]:
     return sorted(task for task, digests in by_task.items() if len(digests) > 1)
 
 
+def write_summary(args, outcomes: list[Outcome], not_run=()) -> list[str]:
+    """Write OUT/sweep.json: each setting, its folder and status (ok, failed, interrupted, not run);
+    return the tasks whose documents differ between the finished settings."""
+    out = Path(args.output_path)
+    summary = [
+        {"rope_scaling": o.setting.text, "folder": str(o.folder), "status": o.status, "error": o.error}
+        for o in outcomes
+    ] + [{"rope_scaling": s.text, "folder": str(folder_of(args, s)), "status": "not run", "error": None} for s in not_run]
+    differ = documents_that_differ(outcomes)
+    sweep_state.write_record(out, {"settings": summary, "documents_differ_between_settings": differ}, args)
+    return differ
+
+
+def stopped(args, outcomes: list[Outcome], current: Setting | None, rest: list[Setting]) -> int:
+    """After Ctrl-C: write sweep.json and the report of the finished settings, say in one line what
+    was kept and how to finish; return 130 (the shell's status for an interrupt)."""
+    import contextlib
+    import io
+
+    from lm_eval_longctx.report import main as report
+
+    compat.close_progress_bars()
+    finished = [o for o in outcomes if o.status == "ok"]
+    interrupted = [Outcome(current, folder_of(args, current), "stopped (Ctrl-C)", "interrupted")] if current else []
+    write_summary(args, outcomes + interrupted, rest)
+    written = ""
+    if finished:
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                report([str(o.folder) for o in finished], str(Path(args.output_path) / "report"))
+            written = ", report/"
+        except LongCtxError:
+            pass
+    kept = ", ".join(o.setting.text for o in finished) or "nothing"
+    during = f" during rope_scaling={current.text}" if current else ""
+    print(
+        f"\nlm-eval-longctx: sweep stopped (Ctrl-C){during}: kept {len(finished)} finished setting(s) ({kept}) in "
+        f"{args.output_path} (sweep.json{written}); finish the others with the same command plus --resume.",
+        file=sys.stderr,
+    )
+    return 130
+
+
 def finish(args, outcomes: list[Outcome], threshold: float = 0.85) -> int:
     """Write OUT/sweep.json and the report, print the summary; return the exit status."""
     from lm_eval_longctx.report import main as report
 
     out = Path(args.output_path)
-    summary = [
-        {"rope_scaling": o.setting.text, "folder": str(o.folder), "status": "failed" if o.error else "ok",
-         "error": o.error}
-        for o in outcomes
-    ]  # fmt: skip
-    differ = documents_that_differ(outcomes)
-    out.mkdir(parents=True, exist_ok=True)
-    record = {"settings": summary, "documents_differ_between_settings": differ}
-    (out / "sweep.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    differ = write_summary(args, outcomes)
     status = 0
     try:
         status = report([str(o.folder) for o in outcomes], str(out / "report"), threshold)
@@ -329,12 +364,30 @@ def main(argv: list[str]) -> int:
     """Run the sweep; return the exit status. User mistakes before loading raise LongCtxError."""
     args = parse(argv)
     settings = settings_of(args)
-    refuse_earlier_results(args, settings)
-    model = load_model(args, settings[0])
-    outcomes = []
-    for i, setting in enumerate(settings, 1):
-        print(f"[{i}/{len(settings)}] rope_scaling={setting.text}", flush=True)
-        outcomes.append(run_setting(model, args, setting))
-    if model.rank != 0:  # data parallel: rank 0 writes the summary and the report
+    if args.resume:
+        kept = sweep_state.plan(args, settings, folder_of)
+    else:
+        sweep_state.refuse_earlier_results(args, settings, folder_of)
+        kept = set()
+    outcomes = [Outcome(s, folder_of(args, s)) for s in settings if s.slug in kept]
+    todo = [s for s in settings if s.slug not in kept]
+    current = model = None
+    try:
+        model = load_model(args, todo[0]) if todo else None
+        for i, setting in enumerate(settings, 1):
+            if setting.slug in kept:
+                print(f"[{i}/{len(settings)}] rope_scaling={setting.text}: finished earlier, kept", flush=True)
+                continue
+            current = setting
+            print(f"[{i}/{len(settings)}] rope_scaling={setting.text}", flush=True)
+            outcomes.append(run_setting(model, args, setting))
+            current = None
+    except KeyboardInterrupt:
+        if model is not None and model.rank != 0:
+            return 130
+        done = {o.setting.slug for o in outcomes} | ({current.slug} if current else set())
+        return stopped(args, outcomes, current, [s for s in settings if s.slug not in done])
+    if model is not None and model.rank != 0:  # data parallel: rank 0 writes the summary and the report
         return 0
-    return finish(args, outcomes)
+    order = [s.slug for s in settings]
+    return finish(args, sorted(outcomes, key=lambda o: order.index(o.setting.slug)))

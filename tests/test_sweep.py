@@ -255,3 +255,70 @@ def test_tasks_whose_documents_differ_between_settings_are_named(tmp_path):
     ]
     assert sweep.documents_that_differ(outcomes) == ["niah_single_1"]
     assert sweep.documents_that_differ(outcomes[:1]) == []
+
+
+def test_ctrl_c_keeps_what_finished_and_resume_finishes_into_the_same_folder(
+    sharp_model_dir, task_dir, tmp_path, in_process, capsys, monkeypatch
+):
+    out = tmp_path / "sweep"
+    argv = [
+        "--rope", "none", "linear:2", "dynamic:2", "--model_args", f"pretrained={sharp_model_dir}",
+        "--include_path", task_dir, "--tasks", "longctx_kv", "--device", "cpu", "--log_samples",
+        "--metadata", '{"max_seq_lengths": [240], "depths": [0.5], "num_samples": 1}', "--output_path", str(out),
+    ]  # fmt: skip
+    real = sweep.compat.run_lm_eval
+    ran = []
+
+    def stop_in_the_second(args):
+        ran.append(args.model_args["rope_scaling"])
+        if len(ran) == 2:  # half-written, as lm-eval leaves a folder it was writing: then Ctrl-C
+            (Path(args.output_path) / "model").mkdir(parents=True)
+            (Path(args.output_path) / "model" / "results_2026-01-01T00-00-00.json").write_text("{}")
+            raise KeyboardInterrupt
+        return real(args)
+
+    monkeypatch.setattr(sweep.compat, "run_lm_eval", stop_in_the_second)
+    assert in_process(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        f"lm-eval-longctx: sweep stopped (Ctrl-C) during rope_scaling=linear:2: kept 1 finished setting(s) (none) in "
+        f"{out} (sweep.json, report/); finish the others with the same command plus --resume."
+    )
+    summary = json.loads((out / "sweep.json").read_text())["settings"]
+    assert [(s["rope_scaling"], s["status"]) for s in summary] == [("none", "ok"), ("linear:2", "interrupted"), ("dynamic:2", "not run")]
+    assert "rope_none" in (out / "report" / "report.md").read_text()
+    first = sorted((out / "rope_none").rglob("results_*.json"))
+    assert cli.main(["sweep", *argv]) == 2  # without --resume: refused, and told about --resume
+    assert "add --resume to finish a stopped sweep there" in capsys.readouterr().err
+
+    ran.clear()
+    monkeypatch.setattr(sweep.compat, "run_lm_eval", lambda args: (ran.append(args.model_args["rope_scaling"]), real(args))[1])
+    assert in_process([*argv, "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert ran == ["linear:2", "dynamic:2"]  # the finished setting is not rerun
+    assert "[1/3] rope_scaling=none: finished earlier, kept" in printed
+    assert "rope_linear2 is half-written (not finished); removed, to run again" in printed
+    assert sorted((out / "rope_none").rglob("results_*.json")) == first
+    assert not (out / "rope_linear2" / "model" / "results_2026-01-01T00-00-00.json").exists()
+    summary = json.loads((out / "sweep.json").read_text())["settings"]
+    assert [(s["rope_scaling"], s["status"]) for s in summary] == [("none", "ok"), ("linear:2", "ok"), ("dynamic:2", "ok")]
+    text = (out / "report" / "report.md").read_text()
+    assert all(f"rope_{slug}" in text for slug in ("none", "linear2", "dynamic2"))
+    assert "RoPE settings compared" in text  # one report over all three settings
+
+
+def test_resume_refuses_a_folder_finished_under_other_arguments(sharp_model_dir, tmp_path, no_weights):
+    args = sweep.parse(["--rope", "none", "--model_args", f"pretrained={sharp_model_dir}", "--tasks", "longctx_kv",
+                        "--output_path", str(tmp_path)])  # fmt: skip
+    [setting] = sweep.settings_of(args)
+    folder = sweep.folder_of(args, setting)
+    (folder / "m").mkdir(parents=True)
+    (folder / "m" / "results_x.json").write_text("{}")
+    sweep.sweep_state.mark_done(folder, "none", args)
+    other = sweep.parse(["--rope", "none", "--model_args", f"pretrained={sharp_model_dir}", "--tasks", "longctx_passkey",
+                         "--output_path", str(tmp_path), "--resume"])  # fmt: skip
+    with pytest.raises(LongCtxError, match=r"--resume: .*rope_none was run with other arguments \(tasks differ\)"):
+        sweep.sweep_state.plan(other, [setting], sweep.folder_of)
+    same = sweep.parse(["--rope", "none", "--model_args", f"pretrained={sharp_model_dir}", "--tasks", "longctx_kv",
+                        "--output_path", str(tmp_path), "--resume"])  # fmt: skip
+    assert sweep.sweep_state.plan(same, [setting], sweep.folder_of) == {"none"}

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.outputs import writable_folder
-from lm_eval_longctx.report import compare
-from lm_eval_longctx.report.figures import plot_heatmap, plot_length_curves, plot_rope_comparison
+from lm_eval_longctx.report import card, compare, html
+from lm_eval_longctx.report.figures import plot_heatmap, plot_length_curves, plot_perplexity, plot_rope_comparison
 from lm_eval_longctx.report.runs import (
     GROUP,
     HEADLINE,
@@ -69,6 +69,12 @@ def figure_notes(runs: Sequence[Run]) -> list[str]:
     return notes
 
 
+def run_warnings(runs: Sequence[Run]) -> list[str]:
+    """Return what makes a run's numbers doubtful, one line each: samples that do not match the
+    results file's counts, a limited run (``--limit``, ``--samples``) and the lengths it left out."""
+    return [f"{run.label} ({run.source}): {warning}" for run in runs for r in run.tasks.values() for warning in r.warnings]
+
+
 def write_report(runs: Sequence[Run], output_dir: Path, threshold: float, problems: Sequence[str] = ()) -> list[Path]:
     """Write report.md, leaderboard.csv, heatmaps and length curves, and where a model ran under
     several RoPE settings comparison.csv and a length curve per task with a line per setting;
@@ -78,7 +84,9 @@ def write_report(runs: Sequence[Run], output_dir: Path, threshold: float, proble
     for run in runs:
         for task, result in run.tasks.items():
             if not result.by_depth_length:
-                not_drawn.append(f"heatmap of {task} for {run.label}: needs the samples file (--log_samples).")
+                why = "its samples file does not match the results file (Warnings)" if result.by_length and any(
+                    "does not match" in w for w in result.warnings) else "needs the samples file (--log_samples)"
+                not_drawn.append(f"heatmap of {task} for {run.label}: {why}.")
                 continue
             path = output_dir / f"heatmap_{run.slug}_{task}.png"
             plot_heatmap(run, result, path)
@@ -90,15 +98,26 @@ def write_report(runs: Sequence[Run], output_dir: Path, threshold: float, proble
         path = output_dir / f"length_curve_{task}.png"
         plot_length_curves(runs, task, threshold, path)
         figures.append((path, f"{task}: accuracy against length, one line per run"))
+    for task in card.perplexity_tasks(runs):
+        path = output_dir / f"perplexity_{task}.png"
+        shown = [run for run in runs if task in run.perplexity]
+        plot_perplexity(shown, [run.label for run in shown], task, f"{task}: perplexity against context length", path)
+        figures.append((path, f"{task}: perplexity against length, one line per run"))
     columns, rows = leaderboard(runs, threshold)
     csv_path = output_dir / "leaderboard.csv"
     write_csv(csv_path, columns, rows)
     compared, written = write_comparisons(runs, output_dir, threshold)
+    cards = []
+    for comparison, _, _ in compared:
+        drawn = card.draw(comparison, output_dir)
+        cards += card.card_parts(comparison, threshold, drawn)
+        written += [path for path, _ in drawn]
     notes = comparability_notes(runs) + figure_notes(runs)
-    md_path = output_dir / "report.md"
-    text = render_markdown(runs, threshold, columns, rows, figures, not_drawn, notes, compared)
+    md_path, html_path = output_dir / "report.md", output_dir / "report.html"
+    text = render_markdown(runs, threshold, columns, rows, figures, not_drawn, notes, compared, cards)
     md_path.write_text(text, encoding="utf-8")
-    return [md_path, csv_path] + written + [path for path, _ in figures]
+    html_path.write_text(html.to_html(text, output_dir, "Long-context report"), encoding="utf-8")
+    return [md_path, html_path, csv_path] + written + [path for path, _ in figures]
 
 
 def write_comparisons(runs: Sequence[Run], output_dir: Path, threshold: float) -> tuple[list, list[Path]]:
@@ -122,8 +141,9 @@ def write_comparisons(runs: Sequence[Run], output_dir: Path, threshold: float) -
     return compared, written
 
 
-def render_markdown(runs, threshold, columns, rows, figures, not_drawn, notes, compared=()) -> str:
-    """Return the text of report.md; ``compared`` holds (comparison, its rows, its figures)."""
+def render_markdown(runs, threshold, columns, rows, figures, not_drawn, notes, compared=(), cards=()) -> str:
+    """Return the text of report.md; ``compared`` holds (comparison, its rows, its figures),
+    ``cards`` the report cards' parts (one card per model run under several RoPE settings)."""
     runs_table = markdown_table(
         ["run", "model", "RoPE", "native window", "from", "max_length", "results file"],
         [
@@ -138,12 +158,16 @@ def render_markdown(runs, threshold, columns, rows, figures, not_drawn, notes, c
         effective_rows.append(
             {"run": run.label, **{t: format_effective(effective[t], r) for t, r in run.tasks.items()}}
         )
+    warnings = run_warnings(runs)
     parts = [
         "# Long-context report",
+        *(["## Warnings", "Read these before any number below.", "\n".join(f"- **{w}**" for w in warnings)]
+          if warnings else []),
         f"Made by `lm-eval-longctx report` from {len(runs)} lm-eval results file(s). Accuracy is each task's "
         "headline metric (exact for longctx_kv and longctx_passkey, found for longctx_pi_title) over the samples "
         "that ran; samples beyond the model's window are counted apart, never as zero. A task's `score` and the "
         "`longctx score` (the group's unweighted mean of task scores) count beyond-window samples as failures.",
+        *cards,
         "## Runs", runs_table,
         "## Leaderboard",
         "Per-length cells: accuracy, `beyond window` when no sample of that length fit the window, `—` when not "
@@ -163,6 +187,12 @@ def render_markdown(runs, threshold, columns, rows, figures, not_drawn, notes, c
     ]
     for task in task_names(runs):
         parts += [f"### {task}", accuracy_table(runs, task)]
+    perplexity = card.perplexity_tasks(runs)
+    if perplexity:
+        parts += ["## Perplexity by length", "Perplexity [95% interval] per length; lower is better."]
+        for task in perplexity:
+            shown = [run for run in runs if task in run.perplexity]
+            parts += [f"### {task}", card.perplexity_table(shown, [run.label for run in shown], task)]
     parts.append("## Figures")
     parts += [f"- `{path.name}`: {text}\n\n  ![{text}]({path.name})" for path, text in figures]
     parts.append("## Not drawn, and notes")
@@ -214,6 +244,8 @@ def main(paths: Sequence[str], output_dir: str | None = None, threshold: float =
         raise LongCtxError(f"--output-dir {out}: writing the report failed ({exc}); give a folder you can write to.") from None
     for problem in problems:
         print(f"lm-eval-longctx warning: skipped: {problem}", file=sys.stderr)
+    for warning in run_warnings(runs):
+        print(f"lm-eval-longctx warning: {warning}", file=sys.stderr)
     for note in comparability_notes(runs) + [n for c in compare.comparisons(runs) for n in compare.comparison_notes(c)]:
         print(f"lm-eval-longctx warning: {note}", file=sys.stderr)
     print(f"{len(runs)} run(s) -> {out}")

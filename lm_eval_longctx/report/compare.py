@@ -146,9 +146,9 @@ def _with_change(value, change: float | None) -> str | None:
 
 def _effective_rank(text: str | None) -> int | None:
     """Return an effective length as a number to rank by: ``< 240`` (the shortest failed) ranks 0."""
-    if text is None or text == "none tested":
+    if text is None or text.startswith("none tested"):
         return None
-    return 0 if text.startswith("<") else int(text)
+    return 0 if text.startswith("<") else int(text.split()[0])
 
 
 def best_rows(values: Sequence[float | None], lower_is_better: bool = False) -> set[int]:

@@ -155,3 +155,51 @@ def _length_figure(runs, labels, task, threshold, windows, title, path) -> None:
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, borderaxespad=0)
     figure.tight_layout()
     figure.savefig(path)
+
+
+def plot_perplexity(runs: Sequence[Run], labels: Sequence[str], task: str, title: str, path: Path) -> None:
+    """Draw perplexity against length (log x), one line per run named by ``labels``, bars of
+    the 95% interval where the results give one, lengths beyond a run's window as crosses at the
+    bottom, and each run's window as a dashed line in its colour (grey where runs share it)."""
+    figure = _figure(11.0, 5.5)
+    axes = figure.add_subplot()
+    lengths = sorted({n for run in runs if task in run.perplexity for n in run.perplexity[task].by_length})
+    windows: dict[int, list[int]] = {}
+    for index, (run, name) in enumerate(zip(runs, labels)):
+        if task not in run.perplexity:
+            continue
+        colour = f"C{index % 10}"
+        nudge = 2 ** (0.02 * (index - (len(runs) - 1) / 2))  # identical curves (dynamic inside the window) stay visible
+        points = sorted(run.perplexity[task].by_length.items())
+        ran = [(n, p) for n, p in points if p.ppl is not None]
+        low = [max(0.0, p.ppl - p.low) if p.low is not None else 0.0 for _, p in ran]
+        high = [max(0.0, p.high - p.ppl) if p.high is not None else 0.0 for _, p in ran]
+        axes.errorbar([n * nudge for n, _ in ran], [p.ppl for _, p in ran], yerr=[low, high], marker="o", capsize=4,
+                      linewidth=1.8, color=colour, label=name)  # fmt: skip
+        beyond = [n * nudge for n, p in points if p.ppl is None and p.beyond]
+        if beyond:
+            # At the foot of the plot (axes coordinates): a perplexity that was not computed has no height.
+            axes.plot(beyond, [0.04] * len(beyond), linestyle="none", marker="x", markersize=9, color=colour,
+                      transform=axes.get_xaxis_transform())  # fmt: skip
+        if run.effective_window:
+            windows.setdefault(run.effective_window, []).append(index)
+    for window, indexes in sorted(windows.items()):
+        colour = f"C{indexes[0] % 10}" if len(indexes) == 1 else "0.3"
+        axes.axvline(window, color=colour, linestyle="--", linewidth=1.2)
+        axes.text(window, 0.98, f"window {window} ", transform=axes.get_xaxis_transform(), fontsize=9, color=colour,
+                  ha="right", va="top", rotation=90)  # fmt: skip
+    if any(p.ppl is None and p.beyond for run in runs if task in run.perplexity for p in run.perplexity[task].by_length.values()):
+        axes.plot([], [], linestyle="none", marker="x", color="0.3", label="beyond window (not run)")
+    axes.set_xscale("log", base=2)
+    axes.margins(y=0.15)  # room at the foot for the beyond-window crosses
+    if lengths:
+        axes.set_xticks(lengths, [str(n) for n in lengths])
+        axes.set_xlim(min(lengths) / 1.25, max(lengths + list(windows)) * 1.25)
+    axes.minorticks_off()
+    axes.set_xlabel("context length (tokens, log scale)")
+    axes.set_ylabel("perplexity (lower is better)")
+    axes.set_title(title, pad=16)
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, borderaxespad=0)
+    figure.tight_layout()
+    figure.savefig(path)

@@ -57,10 +57,13 @@ def effective_by_task(run: Run, threshold: float) -> dict[str, int | None]:
 
 
 def format_effective(length: int | None, result: TaskResult) -> str:
-    """Return an effective length as the table shows it: ``400`` or ``< 240``."""
+    """Return an effective length as the table shows it: ``400``, ``< 240``, or ``240 (limited run)``
+    when lengths of the task's grid did not run (``--limit``, ``--samples``)."""
     if length is None:
-        return f"< {min(result.by_length)}" if result.by_length else "none tested"
-    return str(length)
+        text = f"< {min(result.by_length)}" if result.by_length else "none tested"
+    else:
+        text = str(length)
+    return f"{text} (limited run)" if result.missing else text
 
 
 def _length_value(cell: Cell | None):
