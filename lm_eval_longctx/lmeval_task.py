@@ -19,7 +19,7 @@ from lm_eval.api.task import ConfigurableTask
 from lm_eval_longctx import cells, compat, served, window
 from lm_eval_longctx.cache import cached_records, set_key
 from lm_eval_longctx.cells import BEYOND, count
-from lm_eval_longctx.catalog import TASKS, TaskDef
+from lm_eval_longctx.catalog import TASK_VERSION, TASKS, TaskDef
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.formats import generation_settings
 from lm_eval_longctx.spec import DEFAULT_LENGTHS, GridSpec
@@ -60,7 +60,12 @@ def build_dataset(task: TaskDef, metadata: dict) -> dict:
     """
     if not task.needle_grid:
         metadata = {**metadata, "depths": [0.0], "num_samples": 1}
-    spec = GridSpec.from_metadata(metadata, task.name, DEFAULT_LENGTHS if task.needle_grid else None)
+    given = {key for key, value in metadata.items() if value is not None}
+    ignored = sorted((set(task.family.parameters) - set(task.tunable)) & given)
+    if ignored:  # another task of the run may take them; this one is defined without them
+        log.warning("%s: %s in --metadata is not a parameter of this task; ignored here", task.name, ", ".join(ignored))
+    params = task.parameters(metadata)
+    spec = GridSpec.from_metadata(metadata, task.name, DEFAULT_LENGTHS if task.needle_grid else None, params)
     if spec.max_seq_lengths is not None:  # the document as is: its length is checked once built
         max_gen_toks = generation_settings(spec, task)["max_gen_toks"]  # the YAML's own, if set, is checked after
         window.refuse_lengths_beyond_window(task.name, metadata, spec.max_seq_lengths, max_gen_toks)
@@ -76,7 +81,7 @@ def build_dataset(task: TaskDef, metadata: dict) -> dict:
         log.info("%s: building prompts for %s (not in the cache yet)", task.name, spec.max_seq_lengths or "the document")
         with progress_bar(task.name, spec) as bar:
             progress = bar.update if bar is not None else None
-            return [record.to_dict() for record in task.generate(task, spec, counter, progress)]
+            return [record.to_dict() for record in task.generate(spec, counter, progress)]
 
     records, path = cached_records(task.name, material, build)
     log.info("%s: %d prompts from %s", task.name, len(records), path or "this run (not cached)")
@@ -148,7 +153,9 @@ class LongCtxTask(ConfigurableTask):
     def __init__(self, config: dict | None = None, **kwargs):
         config = {k: v for k, v in (config or {}).items() if k != "class"}
         task = task_def((config.get("dataset_kwargs") or {}).get("longctx_task"))
-        mode = GridSpec.prompt_mode(config.get("metadata") or {}, config.get("task", task.name))
+        metadata = config.get("metadata") or {}
+        mode = GridSpec.prompt_mode(metadata, config.get("task", task.name), task.parameters(metadata))
+        config["metadata"] = {"version": TASK_VERSION, **metadata}  # a YAML's own version wins
         config["generation_kwargs"] = {**generation_settings(mode, task), **(config.get("generation_kwargs") or {})}
         config.setdefault("metric_list", metric_list(task))
         config.setdefault("process_results", Scorer(task))

@@ -37,7 +37,7 @@ def test_answer_prefix_false_reproduces_the_first_versions_prompts_byte_for_byte
                 }
                 for name, (task_name, spec) in grids.items():
                     task = TASKS[task_name]
-                    records = task.generate(task, spec, counter)
+                    records = task.generate(spec, counter)
                     assert {r.answer_prefix for r in records} == {""}
                     digest = hashlib.sha256(json.dumps([r.prompt for r in records]).encode()).hexdigest()
                     got[f"{name}/{family}/{style}/chat={chat}"] = digest
@@ -51,7 +51,7 @@ def kv_records(tiny_model_dir):
 
     def build(**fields):
         spec = GridSpec(max_seq_lengths=(300,), depths=(0.5,), num_samples=1, **fields)
-        return task.generate(task, spec, PromptCounter(counter.tokenizer, chat_template=spec.chat_template))[0]
+        return task.generate(spec, PromptCounter(counter.tokenizer, chat_template=spec.chat_template))[0]
 
     return build
 
@@ -88,7 +88,7 @@ def test_llama2_chat_template_continues_the_assistant_turn(sp_model_dir, hflm_ca
     counter = PromptCounter(load_tokenizer(TokenizerSource(sp_model_dir)), chat_template=True)
     task = TASKS["longctx_passkey"]
     spec = GridSpec(max_seq_lengths=(300,), depths=(0.5,), num_samples=1, chat_template=True)
-    record = task.generate(task, spec, counter)[0].to_dict()
+    record = task.generate(spec, counter)[0].to_dict()
     hflm = hflm_cache(sp_model_dir)
     context = lm_eval_context(hflm, record, chat_template=True)
     assert context.endswith("What is the pass key? [/INST] The pass key is")  # no </s> after the prefix

@@ -119,7 +119,7 @@ def test_same_inputs_give_byte_identical_records_in_another_process(tiny_model_d
         "from lm_eval_longctx.tokens import PromptCounter, TokenizerSource, load_tokenizer\n"
         f"c = PromptCounter(load_tokenizer(TokenizerSource({tiny_model_dir!r})))\n"
         "t = TASKS['longctx_kv']\n"
-        "records = [r.to_dict() for r in t.generate(t, GridSpec(max_seq_lengths=(300, 700), seed=7), c)]\n"
+        "records = [r.to_dict() for r in t.generate(GridSpec(max_seq_lengths=(300, 700), seed=7), c)]\n"
         "sys.stdout.buffer.write(dumps_records(records))\n"
     )
     there = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, env={"PYTHONHASHSEED": "123", "PATH": ""}).stdout

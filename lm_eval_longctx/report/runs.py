@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lm_eval_longctx import rope
-from lm_eval_longctx.catalog import TASKS
+from lm_eval_longctx.catalog import TASKS, our_tasks
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.results_check import check_results
 from lm_eval_longctx.window import BEYOND_WINDOW
@@ -133,7 +133,7 @@ def read_results(path: Path) -> dict:
 
 def longctx_tasks(results: Mapping) -> list[str]:
     """Return the longctx task names (not the group) in a results file, in file order."""
-    return [name for name in results["results"] if name.startswith(f"{GROUP}_")]
+    return our_tasks(results["results"])
 
 
 def samples_file(results_path: Path, task: str) -> Path | None:
@@ -316,7 +316,7 @@ def _checkpoint_config(config: Mapping) -> dict | None:
 def served_record(results: Mapping) -> dict | None:
     """Return what served the model (``longctx_served`` in a longctx task's metadata), if served."""
     for task, task_config in (results.get("configs") or {}).items():
-        if task.startswith(f"{GROUP}_") and isinstance(task_config, Mapping):
+        if task in TASKS and isinstance(task_config, Mapping):
             record = (task_config.get("metadata") or {}).get("longctx_served")
             if isinstance(record, Mapping):
                 return {**record, "tokenizer": (task_config.get("metadata") or {}).get("tokenizer")}
@@ -396,7 +396,7 @@ def other_scores(results: Mapping) -> tuple[dict[str, float], dict[str, str], fr
     directions = results.get("higher_is_better") or {}
     scores, headlines, lower = {}, {}, set()
     for task, entry in results["results"].items():
-        if task == GROUP or task.startswith(f"{GROUP}_") or task in skipped:
+        if task == GROUP or task in TASKS or task in skipped:
             continue
         for key, value in entry.items():
             metric, _, filter_name = key.partition(",")
@@ -420,7 +420,7 @@ def load_run(path: Path) -> Run:
         found = ", ".join(results["results"]) or "none"
         raise LongCtxError(
             f"{path}: no longctx task in this results file (tasks found: {found}). Run lm_eval with "
-            "--tasks longctx (or longctx_kv, longctx_passkey, longctx_pi_title) and pass that output."
+            f"--tasks longctx (or any of {', '.join(TASKS)}) and pass that output."
         )
     setting = provenance(results)
     served = served_record(results)
