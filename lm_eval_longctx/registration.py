@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lm_eval_longctx.catalog import GROUPS, TAGS, TASKS
+from lm_eval_longctx.catalog import GROUPS, TASKS
 
 MODEL_NAME = "hf-longctx"
 MODEL_TARGET = "lm_eval_longctx.model:HFLongCtxLM"
-# Our task, group and tag names, from the task declarations.
-TASK_NAMES = (*TASKS, *GROUPS, *TAGS)
+# Our task and group names, from the task declarations.
+TASK_NAMES = (*TASKS, *GROUPS)
 
 
 def tasks_dir() -> Path:
