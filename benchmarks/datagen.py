@@ -111,9 +111,9 @@ def measure_length(length: int, repeats: int, counter: PromptCounter, ruler, rul
     samples = list(range(repeats))
     row = {"length": length}
     row["kv"], records = median_seconds(lambda s: kv_record(TASKS["longctx_kv"], spec, counter, length, 0.5, s), samples)
-    row["passkey"], _ = median_seconds(lambda s: passkey_record(spec, counter, length, 0.5, s), samples)
-    prompts = [r["prompt"] for r in records]
-    assert all(r["actual_tokens"] == length for r in records)
+    row["passkey"], _ = median_seconds(lambda s: passkey_record(TASKS["longctx_passkey"], spec, counter, length, 0.5, s), samples)
+    prompts = [r.prompt for r in records]
+    assert all(r.actual_tokens == length for r in records)
     row["tok_pass"], _ = median_seconds(lambda p: tokenizer(p).input_ids, prompts)
     row["rust_pass"], _ = median_seconds(lambda p: tokenizer.backend_tokenizer.encode(p), prompts)
     ref_repeats = max(1, min(repeats, 3 if length <= 8192 else 2 if length <= 16384 else 1))

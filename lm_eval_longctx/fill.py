@@ -1,4 +1,4 @@
-"""Assemble a prompt of exactly N tokens: head, filler units with a needle among them, tail.
+"""Assemble a prompt of exactly N tokens: head, filler units with needles among them, tail.
 
 Cost is linear in N: filler units are measured in one batched tokenizer call, the prompt is
 assembled from those counts, and the whole prompt is tokenized once to verify. Units are
@@ -28,26 +28,40 @@ MAX_MINIMUM_SEARCH = 400
 class Layout:
     """The fixed parts of a prompt and how its filler units join.
 
-    ``head + units[:i] + needle + units[i:] + tail`` is the user's text; every unit and the
+    ``head + units[:i] + needles[0] + units[i:j] + needles[1] + ... + tail`` is the user's
+    text (needles in the order of their depths, see ``needle_depths``); every unit and every
     needle follow text that ends with ``anchor``. ``answer_prefix`` is the start of the answer
-    (lm-eval's ``gen_prefix``), counted where lm-eval puts it.
+    (lm-eval's ``gen_prefix``), counted where lm-eval puts it. ``needles[0]`` is the one the
+    question is about (the first asked, for a question about several).
     """
 
     head: str
-    needle: str
+    needles: tuple[str, ...]
     tail: str
     anchor: str
     answer_prefix: str = ""
 
 
+def needle_depths(depth: float, count: int) -> tuple[float, ...]:
+    """Return the depth of each of ``count`` needles: the first (the asked one) at ``depth``,
+    needle k at ``(depth + k / count) mod 1``: spread evenly over the haystack, ``1/count``
+    apart, continuing at the top past the bottom (depth 1 with 4 needles: 1, 0.25, 0.5, 0.75)."""
+    return tuple(depth if k == 0 else (depth + k / count) % 1.0 for k in range(count))
+
+
 @dataclass(frozen=True)
 class Assembled:
-    """An exact-length prompt and where its needle landed."""
+    """An exact-length prompt and where its needles landed (in ``Layout.needles`` order)."""
 
     prompt: str
     target_tokens: int
     actual_tokens: int
-    needle_token_offset: int
+    needle_token_offsets: tuple[int, ...]
+
+    @property
+    def needle_token_offset(self) -> int:
+        """Return the token offset of the first needle (the asked one)."""
+        return self.needle_token_offsets[0]
 
     def record(self, spec, layout: Layout, *, answer: str, depth: float, sample: int, **details) -> Record:
         """Return the record of this prompt, built from ``layout`` in ``spec``'s format."""
@@ -68,7 +82,7 @@ class Assembled:
 
 def minimum_tokens(counter: PromptCounter, layout: Layout) -> int:
     """Return the token count of the prompt with no filler at all."""
-    return counter.count(layout.head + layout.needle + layout.tail, layout.answer_prefix)
+    return counter.count(layout.head + "".join(layout.needles) + layout.tail, layout.answer_prefix)
 
 
 def build_grid(spec, counter: PromptCounter, what: str, layout_of_sample, record, progress=None) -> list[dict]:
@@ -134,13 +148,18 @@ def assemble(
     draw_units: Callable[[int], list[str]],
     what: str,
 ) -> Assembled:
-    """Return a prompt of exactly ``target_tokens`` tokens with the needle at ``depth``.
+    """Return a prompt of exactly ``target_tokens`` tokens with the first needle at ``depth``.
 
-    The needle goes where the tokens before it are closest to ``depth x target_tokens``
-    (to within one filler unit; 0 puts it right after the head, 1 right before the tail). ``draw_units(n)`` returns the next ``n`` filler units of
-    a deterministic stream. ``what`` names the task in error messages.
+    Each needle goes where the tokens before it are closest to its depth x ``target_tokens``
+    (to within one filler unit; 0 puts it right after the head, 1 right before the tail); the
+    first needle's depth is ``depth``, the others' are spread from it (``needle_depths``).
+    ``draw_units(n)`` returns the next ``n`` filler units of a deterministic stream. ``what``
+    names the task in error messages.
     """
     fixed, head_tokens = _fixed_parts(counter, layout)
+    depths = needle_depths(depth, len(layout.needles))
+    # Tokens of each needle, to place the later ones after the earlier (not needed for one).
+    needle_tokens = counter.piece_lengths(list(layout.needles), layout.anchor) if len(depths) > 1 else [0]
     if target_tokens < fixed:
         raise LongCtxError(
             f"{what}: length {target_tokens} is too small: the fixed parts of the prompt (header, "
@@ -165,7 +184,7 @@ def assemble(
         filler = units + [u for u, _ in tail_units]
         filler_lengths = lengths + [n for _, n in tail_units]
         result, in_context = _place_and_verify(
-            counter, layout, filler, filler_lengths, depth * target_tokens - head_tokens, target_tokens
+            counter, layout, filler, filler_lengths, depths, needle_tokens, head_tokens, target_tokens
         )
         if result.actual_tokens == target_tokens:
             return result
@@ -302,27 +321,53 @@ def _solve(remainder: int, available: dict[int, int], prefer_long: bool = True) 
 def _fixed_parts(counter: PromptCounter, layout: Layout) -> tuple[int, int]:
     """Return the tokens of the prompt with no filler, and how many of them come before the
     filler (BOS, chat template, head): one encode for both."""
-    content = layout.head + layout.needle + layout.tail
+    content = layout.head + "".join(layout.needles) + layout.tail
     rendered, ids, offsets = counter.encode(content, layout.answer_prefix)
     head_end = (rendered.index(content) if counter.chat_template else 0) + len(layout.head)
     return len(ids), bisect.bisect_left([start for start, _ in offsets], head_end)
 
 
-def _place_and_verify(counter, layout, filler, filler_lengths, wanted, target_tokens):
-    """Insert the needle after about ``wanted`` filler tokens, render, tokenize once; return
-    the result and the tokens each filler unit took in context (counted where they start)."""
+def _needle_slots(cumulative, depths, needle_tokens, head_tokens, target_tokens) -> list[int]:
+    """Return, per needle, how many filler units go before it: the count whose tokens (with
+    the head and the needles above it) are closest to its depth x ``target_tokens``."""
+    slots = [0] * len(depths)
+    above = 0
+    previous = 0
+    for j in sorted(range(len(depths)), key=lambda j: (depths[j], j)):
+        wanted = depths[j] * target_tokens - head_tokens - above
+        index = min(range(len(cumulative)), key=lambda i: (abs(cumulative[i] - wanted), i))
+        slots[j] = previous = max(index, previous)  # needles keep the order of their depths
+        above += needle_tokens[j]
+    return slots
+
+
+def _place_and_verify(counter, layout, filler, filler_lengths, depths, needle_tokens, head_tokens, target_tokens):
+    """Insert the needles at their depths, render, tokenize once; return the result and the
+    tokens each filler unit took in context (counted where they start)."""
     cumulative = [0]
     for n in filler_lengths:
         cumulative.append(cumulative[-1] + n)
-    index = min(range(len(cumulative)), key=lambda i: (abs(cumulative[i] - wanted), i))
-    pieces = [layout.head, *filler[:index], layout.needle, *filler[index:], layout.tail]
+    slots = _needle_slots(cumulative, depths, needle_tokens, head_tokens, target_tokens)
+    order = sorted(range(len(depths)), key=lambda j: (slots[j], depths[j], j))
+    pieces, kinds, start = [layout.head], [None], 0
+    for j in order:
+        pieces += filler[start : slots[j]]
+        kinds += ["unit"] * (slots[j] - start)
+        pieces.append(layout.needles[j])
+        kinds.append(j)
+        start = slots[j]
+    pieces += [*filler[start:], layout.tail]
+    kinds += ["unit"] * (len(filler) - start) + [None]
     prompt = "".join(pieces)
     rendered, encoding = counter.encoding(prompt, layout.answer_prefix)
     content_start = rendered.index(prompt) if counter.chat_template else 0
     boundaries = [content_start]
     for piece in pieces:
         boundaries.append(boundaries[-1] + len(piece))
-    needle_token = token_at(encoding, boundaries[index + 1])
+    needle_offsets = [0] * len(depths)
+    for k, kind in enumerate(kinds):
+        if kind is not None and kind != "unit":
+            needle_offsets[kind] = token_at(encoding, boundaries[k])
     actual = len(encoding)
     in_context = []
     if actual != target_tokens:
@@ -330,11 +375,11 @@ def _place_and_verify(counter, layout, filler, filler_lengths, wanted, target_to
         starts = [start for start, _ in encoding.offsets]
         first_token = [bisect.bisect_left(starts, b) for b in boundaries]
         per_piece = [b - a for a, b in zip(first_token, first_token[1:])]
-        in_context = per_piece[1 : index + 1] + per_piece[index + 2 : -1]
+        in_context = [n for n, kind in zip(per_piece, kinds) if kind == "unit"]
     result = Assembled(
         prompt=prompt,
         target_tokens=target_tokens,
         actual_tokens=actual,
-        needle_token_offset=needle_token,
+        needle_token_offsets=tuple(needle_offsets),
     )
     return result, in_context

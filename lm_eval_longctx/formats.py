@@ -46,35 +46,40 @@ FORMATS = {
 class Reference:
     """The prompts the first version of a task built (no answer prefix), kept reachable with
     ``answer_prefix: false`` so older numbers can be compared: per format, the text after the
-    haystack (``{question}`` is filled in), and the generation settings of that version."""
+    haystack (``{question}`` is filled in), and the generation settings of that version.
+    Only tasks that had such a version have one (``catalog.TaskDef.reference``)."""
 
     tails: dict  # format name -> tail after the haystack
     until: tuple[str, ...]
     max_gen_toks: int
 
 
-def compose(spec, task, head: str, needle: str, anchor: str, secret: dict) -> Layout:
+def compose(spec, task, head: str, needles: tuple[str, ...], anchor: str, secret: dict) -> Layout:
     """Return the layout of one prompt of ``task`` in ``spec``'s format and prefix mode.
 
     ``head`` is the instruction (or document) before the haystack; ``secret`` fills the
     task's question and answer prefix. With ``answer_prefix`` off the first version's prompt
-    is built (its tail, no prefix). Where the answer prefix cannot be the start of the
-    model's turn (a served chat endpoint renders the turn itself), it ends the user's text.
+    is built (its tail, no prefix; the format's own tail for a task without a first version).
+    Where the answer prefix cannot be the start of the model's turn (a served chat endpoint
+    renders the turn itself), it ends the user's text.
     """
     fmt = FORMATS[spec.prompt_style]
-    question = task.question(secret)
+    question = task.family.question(secret)
+    needles = tuple(needles)
     if not spec.answer_prefix:
-        tail = task.reference.tails.get(fmt.name, fmt.ask + "{question}" + fmt.close).format(question=question)
-        return Layout(fmt.open + head, needle, tail, anchor)
+        tails = task.reference.tails if task.reference else {}
+        tail = tails.get(fmt.name, fmt.ask + "{question}" + fmt.close).format(question=question)
+        return Layout(fmt.open + head, needles, tail, anchor)
     tail = fmt.ask + question + fmt.close
-    prefix = task.answer_prefix(secret)
+    prefix = task.family.answer_prefix(secret)
     if spec.prefix_in_user_turn:
-        return Layout(fmt.open + head, needle, join_answer_prefix(tail, prefix), anchor)
-    return Layout(fmt.open + head, needle, tail, anchor, answer_prefix=prefix)
+        return Layout(fmt.open + head, needles, join_answer_prefix(tail, prefix), anchor)
+    return Layout(fmt.open + head, needles, tail, anchor, answer_prefix=prefix)
 
 
 def generation_settings(spec, task) -> dict:
-    """Return ``until`` and ``max_gen_toks`` for ``task`` in ``spec``'s format and prefix mode."""
-    if not spec.answer_prefix:
+    """Return ``until`` and ``max_gen_toks`` for ``task`` in ``spec``'s format, prefix mode and
+    parameters (an answer of several values gets room for each)."""
+    if not spec.answer_prefix and task.reference:
         return {"until": list(task.reference.until), "max_gen_toks": task.reference.max_gen_toks}
-    return {"until": list(FORMATS[spec.prompt_style].until), "max_gen_toks": task.max_gen_toks}
+    return {"until": list(FORMATS[spec.prompt_style].until), "max_gen_toks": task.max_gen_toks(dict(spec.params))}

@@ -21,7 +21,7 @@ from lm_eval.api.task import ConfigurableTask
 from lm_eval_longctx import cells, compat, provenance, served, window
 from lm_eval_longctx.cache import cached_records, set_key
 from lm_eval_longctx.cells import BEYOND, count
-from lm_eval_longctx.catalog import TASKS, TaskDef
+from lm_eval_longctx.catalog import TASK_VERSION, TASKS, TaskDef
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.formats import generation_settings
 from lm_eval_longctx.spec import DEFAULT_LENGTHS, GridSpec
@@ -60,6 +60,10 @@ def build_dataset(task: TaskDef, metadata: dict) -> dict:
     document as is when no ``max_seq_lengths`` is given. Sizes are checked before any work:
     the grid's guards (in ``GridSpec.from_metadata``) and the model's window.
     """
+    given = {key for key, value in metadata.items() if value is not None}
+    ignored = sorted((set(task.family.parameters) - set(task.tunable)) & given)
+    if ignored:  # another task of the run may take them; this one is defined without them
+        log.warning("%s: %s in --metadata is not a parameter of this task; ignored here", task.name, ", ".join(ignored))
     spec = grid_of(task, metadata)
     cells.refuse_colliding_depths(task.name, spec.depths)
     if spec.max_seq_lengths is not None:  # the document as is: its length is checked once built
@@ -72,7 +76,7 @@ def build_dataset(task: TaskDef, metadata: dict) -> dict:
         log.info("%s: building prompts for %s (not in the cache yet)", task.name, spec.max_seq_lengths or "the document")
         with progress_bar(task.name, spec) as bar:
             progress = bar.update if bar is not None else None
-            return [record.to_dict() for record in task.generate(task, spec, counter, progress)]
+            return [record.to_dict() for record in task.generate(spec, counter, progress)]
 
     records, path = cached_records(task.name, material, build)
     log.info("%s: %d prompts from %s", task.name, len(records), path or "this run (not cached)")
@@ -85,7 +89,8 @@ def grid_of(task: TaskDef, metadata: dict) -> GridSpec:
     """Return the grid ``metadata`` asks of ``task`` (one depth and sample without a needle grid)."""
     if not task.needle_grid:
         metadata = {**metadata, "depths": [0.0], "num_samples": 1}
-    return GridSpec.from_metadata(metadata, task.name, DEFAULT_LENGTHS if task.needle_grid else None)
+    params = task.parameters(metadata)
+    return GridSpec.from_metadata(metadata, task.name, DEFAULT_LENGTHS if task.needle_grid else None, params)
 
 
 def prompt_counter(spec: GridSpec) -> PromptCounter:
@@ -163,12 +168,12 @@ class LongCtxTask(ConfigurableTask):
         task = task_def((config.get("dataset_kwargs") or {}).get("longctx_task"))
         # Under the metadata, as lm-eval merges them when it builds the TaskManager itself: the
         # evaluation's model arguments, also when the caller passed its own task_manager.
-        metadata = {**window.current().model_args, **(config.get("metadata") or {})}
-        if "version" in metadata:  # lm-eval writes a group's version as str(version): the same type
-            metadata["version"] = str(metadata["version"])
+        metadata = {**window.current().model_args, "version": TASK_VERSION, **(config.get("metadata") or {})}
+        # lm-eval writes a group's version as str(version): the tasks' are written the same way.
+        metadata["version"] = str(metadata["version"])
         config["metadata"] = metadata
         self._built_with = dict(metadata)
-        mode = GridSpec.prompt_mode(metadata, config.get("task", task.name))
+        mode = GridSpec.prompt_mode(metadata, config.get("task", task.name), task.parameters(metadata))
         config["generation_kwargs"] = {**generation_settings(mode, task), **(config.get("generation_kwargs") or {})}
         config.setdefault("metric_list", metric_list(task))
         config.setdefault("process_results", Scorer(task))

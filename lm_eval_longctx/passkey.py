@@ -41,7 +41,7 @@ def answer_prefix(secret: dict) -> str:
 
 def passkey_layout(task, spec: GridSpec, pass_key: str) -> Layout:
     """Return the fixed parts of a pass-key prompt; filler sentences follow a '.'."""
-    return compose(spec, task, DESCRIPTION, needle(pass_key), ".", {"pass_key": pass_key})
+    return compose(spec, task, DESCRIPTION, (needle(pass_key),), ".", {"pass_key": pass_key})
 
 
 def generate_passkey(task, spec: GridSpec, counter: PromptCounter, progress=None) -> list[Record]:

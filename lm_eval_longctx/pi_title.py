@@ -44,7 +44,7 @@ def answer_prefix(secret: dict) -> str:
 
 def title_layout(task, spec) -> Layout:
     """Return the parts around the document (in ``head``, after the format's opening)."""
-    layout = compose(spec, task, "", "", "\n", {})
+    layout = compose(spec, task, "", ("",), "\n", {})  # one empty needle: filler goes after it
     return replace(layout, head=layout.head + document())
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lm_eval_longctx.catalog import GROUPS, TASKS
+
 MODEL_NAME = "hf-longctx"
 MODEL_TARGET = "lm_eval_longctx.model:HFLongCtxLM"
-TASK_NAMES = ("longctx_kv", "longctx_passkey", "longctx_pi_title", "longctx")
+# Our task and group names, from the task declarations.
+TASK_NAMES = (*TASKS, *GROUPS)
 
 
 def tasks_dir() -> Path:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.formats import FORMATS
 from lm_eval_longctx.provenance import chat_template_args
+from lm_eval_longctx.parameters import PARAMS
 from lm_eval_longctx.served import is_chat_endpoint, is_served, sends_token_ids
 from lm_eval_longctx.tokens import TokenizerSource
 
@@ -40,6 +41,7 @@ GRID_KEYS = (
     "allow_large_grid",
     "longctx_served",  # written by the tasks themselves in served runs
     "longctx",  # provenance.RECORD_KEY: written by the tasks into the results' task config
+    *PARAMS,  # task-family parameters (num_keys, ...): parameters.PARAMS
 )
 # Names as close as that which are not typos: model arguments of lm-eval's own models
 # (tests/test_spec.py checks every __init__ argument of the installed lm-eval against this).
@@ -62,7 +64,8 @@ class GridSpec:
     ``max_seq_lengths`` is None only for a task whose document is used as is.
     ``answer_prefix`` off builds the first version's prompts (no answer prefix);
     ``prefix_in_user_turn`` ends the user's text with the prefix, for a served chat endpoint,
-    which renders the assistant's turn itself.
+    which renders the assistant's turn itself. ``params`` holds the task family's parameters
+    as ``(name, value)`` pairs (``catalog.TaskDef.parameters``), empty for a task without any.
     """
 
     max_seq_lengths: tuple[int, ...] | None = DEFAULT_LENGTHS
@@ -76,12 +79,14 @@ class GridSpec:
     tokenizer: TokenizerSource | None = None
     # The model's chat template arguments (provenance.chat_template_args), under the template only.
     chat_template_args: dict = field(default_factory=dict, hash=False)
+    params: tuple[tuple[str, int], ...] = ()
 
     @classmethod
-    def from_metadata(cls, metadata: dict, task: str, default_lengths=DEFAULT_LENGTHS) -> GridSpec:
+    def from_metadata(cls, metadata: dict, task: str, default_lengths=DEFAULT_LENGTHS, params=()) -> GridSpec:
         """Return the grid described by lm-eval metadata (model arguments included).
 
         ``default_lengths=None``: without ``max_seq_lengths`` the task's document is used as is.
+        ``params``: the task's family parameters, already read from ``metadata`` by its row.
         """
         md = dict(metadata)
         check_keys(md, task)
@@ -98,24 +103,29 @@ class GridSpec:
             prefix_in_user_turn=is_served(md) and is_chat_endpoint(md.get("base_url")),
             tokenizer=_tokenizer_source(md, task),
             chat_template_args=chat_template_args(md, task) if chat_template else {},
+            params=tuple(params),
         )
         check_size(grid, md, task)
         return grid
 
     @classmethod
-    def prompt_mode(cls, metadata: dict, task: str) -> GridSpec:
-        """Return a spec with only the prompt format and the answer-prefix switch read from
-        ``metadata`` (enough to choose generation settings before any tokenizer loads)."""
+    def prompt_mode(cls, metadata: dict, task: str, params=()) -> GridSpec:
+        """Return a spec with only the prompt format, the answer-prefix switch and the family
+        parameters read from ``metadata`` (enough to choose generation settings before any
+        tokenizer loads)."""
         md = dict(metadata)
         return cls(
             prompt_style=_prompt_style(md.get("prompt_style", "plain"), task),
             answer_prefix=_bool(md.get("answer_prefix", True), "answer_prefix", task),
+            params=tuple(params),
         )
 
     def key_fields(self) -> dict:
         """Return the parameters that decide the generated data (for cache keys and provenance)."""
         fields = asdict(self)
         fields.pop("tokenizer")
+        if not self.params:  # tasks without parameters keep the keys (and cache files) they had
+            fields.pop("params")
         return fields
 
 

@@ -228,7 +228,7 @@ def generate(task_name: str, spec, counter) -> list[dict]:
     from lm_eval_longctx.catalog import TASKS
 
     task = TASKS[task_name]
-    return [record.to_dict() for record in task.generate(task, spec, counter)]
+    return [record.to_dict() for record in task.generate(spec, counter)]
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import _byte_level_bpe, _sentencepiece_style, lm_eval_context
 
-from lm_eval_longctx.catalog import TASKS
+from lm_eval_longctx.catalog import GROUPS, TASK_VERSION, TASKS
 from lm_eval_longctx.formats import FORMATS, generation_settings
 from lm_eval_longctx.records import Record
 from lm_eval_longctx.registration import task_manager, tasks_dir
@@ -37,7 +37,7 @@ def test_answer_prefix_false_reproduces_the_first_versions_prompts_byte_for_byte
                 }
                 for name, (task_name, spec) in grids.items():
                     task = TASKS[task_name]
-                    records = task.generate(task, spec, counter)
+                    records = task.generate(spec, counter)
                     assert {r.answer_prefix for r in records} == {""}
                     digest = hashlib.sha256(json.dumps([r.prompt for r in records]).encode()).hexdigest()
                     got[f"{name}/{family}/{style}/chat={chat}"] = digest
@@ -51,7 +51,7 @@ def kv_records(tiny_model_dir):
 
     def build(**fields):
         spec = GridSpec(max_seq_lengths=(300,), depths=(0.5,), num_samples=1, **fields)
-        return task.generate(task, spec, PromptCounter(counter.tokenizer, chat_template=spec.chat_template))[0]
+        return task.generate(spec, PromptCounter(counter.tokenizer, chat_template=spec.chat_template))[0]
 
     return build
 
@@ -88,7 +88,7 @@ def test_llama2_chat_template_continues_the_assistant_turn(sp_model_dir, hflm_ca
     counter = PromptCounter(load_tokenizer(TokenizerSource(sp_model_dir)), chat_template=True)
     task = TASKS["longctx_passkey"]
     spec = GridSpec(max_seq_lengths=(300,), depths=(0.5,), num_samples=1, chat_template=True)
-    record = task.generate(task, spec, counter)[0].to_dict()
+    record = task.generate(spec, counter)[0].to_dict()
     hflm = hflm_cache(sp_model_dir)
     context = lm_eval_context(hflm, record, chat_template=True)
     assert context.endswith("What is the pass key? [/INST] The pass key is")  # no </s> after the prefix
@@ -111,11 +111,14 @@ def test_spec_ends_the_user_turn_with_the_prefix_only_for_a_chat_endpoint(tiny_m
 
 def test_generation_settings_come_from_the_format_row_and_the_declaration():
     for name, task in TASKS.items():
-        assert generation_settings(GridSpec(), task) == {"until": ["\n"], "max_gen_toks": task.max_gen_toks}
+        assert generation_settings(GridSpec(), task) == {"until": ["\n"], "max_gen_toks": task.max_gen_toks({})}
         inst = generation_settings(GridSpec(prompt_style="llama2_inst"), task)
         assert inst["until"] == list(FORMATS["llama2_inst"].until)
         first = generation_settings(GridSpec(answer_prefix=False), task)
-        assert first == {"until": list(task.reference.until), "max_gen_toks": task.reference.max_gen_toks}
+        if task.reference:
+            assert first == {"until": list(task.reference.until), "max_gen_toks": task.reference.max_gen_toks}
+        else:  # a task that never had a first version: no prefix, the format's settings
+            assert first == generation_settings(GridSpec(), task)
     # The first version's settings, as its YAMLs had them.
     assert TASKS["longctx_kv"].reference.until == ("\n\n\n", "[INST]") and TASKS["longctx_kv"].reference.max_gen_toks == 32
 
@@ -127,9 +130,9 @@ def metadata(tiny_model_dir):
 
 def test_tasks_take_until_and_max_gen_toks_from_the_format(metadata):
     tasks = task_manager(metadata=metadata).load(["longctx"])["tasks"]
-    for name in TASKS:
+    for name in GROUPS["longctx"]:
         kwargs = tasks[name].config.generation_kwargs
-        assert kwargs["until"] == ["\n"] and kwargs["max_gen_toks"] == TASKS[name].max_gen_toks
+        assert kwargs["until"] == ["\n"] and kwargs["max_gen_toks"] == TASKS[name].max_gen_toks({})
         assert kwargs["do_sample"] is False
     first = task_manager(metadata={**metadata, "answer_prefix": False}).load(["longctx_passkey"])["tasks"]
     assert first["longctx_passkey"].config.generation_kwargs["max_gen_toks"] == 16
@@ -163,6 +166,7 @@ def test_a_users_yaml_settings_win(metadata, tmp_path):
 
 
 def test_task_versions_are_bumped_for_the_answer_prefix(metadata):
-    loaded = task_manager(metadata=metadata).load(["longctx"])
+    loaded = task_manager(metadata=metadata).load(["longctx", "longctx_kv_variants"])
+    assert TASK_VERSION == 2.0
     for name in TASKS:
-        assert loaded["tasks"][name].VERSION == 2.0
+        assert loaded["tasks"][name].VERSION == TASK_VERSION

@@ -145,7 +145,7 @@ def no_prompts_built(monkeypatch):
         raise AssertionError("prompts were built before the sizes were checked")
 
     for name, task in TASKS.items():
-        monkeypatch.setitem(TASKS, name, dataclasses.replace(task, generate=never))
+        monkeypatch.setitem(TASKS, name, dataclasses.replace(task, family=dataclasses.replace(task.family, generate=never)))
 
 
 def test_the_window_is_checked_before_any_prompt_is_built(metadata, no_prompts_built):

@@ -1,9 +1,9 @@
-"""longctx_passkey records: exact lengths, the key's sentence and place, determinism."""
+"""longctx_passkey records: the key's sentence and place, determinism (exact lengths: test_contract.py)."""
 
 import re
 
 import pytest
-from conftest import generate, lm_eval_context, lm_eval_token_count
+from conftest import generate
 
 from lm_eval_longctx.cache import dumps_records
 from lm_eval_longctx.errors import LongCtxError
@@ -14,23 +14,6 @@ from lm_eval_longctx.tokens import PromptCounter, TokenizerSource, load_tokenize
 
 def generate_passkey(spec, counter):
     return generate("longctx_passkey", spec, counter)
-
-
-@pytest.mark.parametrize("answer_prefix", [True, False])
-@pytest.mark.parametrize("prompt_style", ["plain", "llama2_inst"])
-@pytest.mark.parametrize("chat_template", [False, True])
-def test_every_prompt_is_exactly_its_length_as_lm_eval_encodes_it(
-    family_model_dir, hflm_cache, prompt_style, chat_template, answer_prefix
-):
-    hflm = hflm_cache(family_model_dir)
-    counter = PromptCounter(load_tokenizer(TokenizerSource(family_model_dir)), chat_template=chat_template)
-    spec = GridSpec(
-        max_seq_lengths=(160, 777, 1500), depths=(0.0, 0.6, 1.0), prompt_style=prompt_style,
-        chat_template=chat_template, answer_prefix=answer_prefix,
-    )
-    for record in generate_passkey(spec, counter):
-        context = lm_eval_context(hflm, record, chat_template)
-        assert lm_eval_token_count(hflm, context) == record["max_seq_length"] == record["actual_tokens"]
 
 
 def test_key_is_stated_once_in_filler_and_asked_for(tiny_model_dir):

@@ -56,12 +56,11 @@ def test_first_version_prompt_is_5820_smollm2_tokens():
     assert natural_length(PromptCounter(tokenizer), "plain", answer_prefix=False) == 5820
 
 
-@pytest.mark.parametrize("answer_prefix", [True, False])
-@pytest.mark.parametrize("prompt_style", ["plain", "llama2_inst"])
+# Every format and mode at short lengths is test_contract.py's; this is the document's two
+# versions (cut, and padded beyond its end), each exact.
 @pytest.mark.parametrize("chat_template", [False, True])
-def test_exact_lengths_shorter_and_longer_than_the_document(
-    family_model_dir, hflm_cache, prompt_style, chat_template, answer_prefix
-):
+def test_exact_lengths_shorter_and_longer_than_the_document(family_model_dir, hflm_cache, chat_template):
+    prompt_style, answer_prefix = "llama2_inst", True
     hflm = hflm_cache(family_model_dir)
     counter = PromptCounter(load_tokenizer(TokenizerSource(family_model_dir)), chat_template=chat_template)
     natural = natural_length(counter, prompt_style, answer_prefix)

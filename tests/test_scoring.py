@@ -55,3 +55,19 @@ def test_passkey_first_integer(answer, score):
 )
 def test_title_found(answer, found):
     assert scoring.title_found(answer) == found
+
+
+def test_values_recall_gives_partial_credit_and_names_its_metrics():
+    from lm_eval_longctx.scoring import KV_VALUES
+
+    doc = {"values": ["55d8", "bde4", "9a1d", "dbb7"]}
+    assert KV_VALUES.metrics == ("recall", "all") and KV_VALUES.headline == "recall"
+    assert KV_VALUES.score("55d8' and '801a2622'", doc) == {"recall": 0.25, "all": 0.0}
+    assert KV_VALUES.score("DBB7', '9a1d', 'bde4', '55d8'.", doc) == {"recall": 1.0, "all": 1.0}  # any order, any case
+
+
+def test_a_value_inside_a_key_is_not_credited():
+    from lm_eval_longctx.scoring import values_found
+
+    # An answer that repeats the prefix names the keys; '5d94' inside 'a5d94b00' is not an answer.
+    assert values_found("The values of the keys 'a5d94b00' and 'c0ffee11' are '", ["5d94", "ffee"]) == [False, False]

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lm_eval_longctx.catalog import headlines_text
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.outputs import writable_folder
 from lm_eval_longctx.report import card, compare, html
@@ -164,7 +165,7 @@ def render_markdown(runs, threshold, columns, rows, figures, not_drawn, notes, c
         *(["## Warnings", "Read these before any number below.", "\n".join(f"- **{w}**" for w in warnings)]
           if warnings else []),
         f"Made by `lm-eval-longctx report` from {len(runs)} lm-eval results file(s). Accuracy is each task's "
-        "headline metric (exact for longctx_kv and longctx_passkey, found for longctx_pi_title) over the samples "
+        f"headline metric ({headlines_text()}) over the samples "
         "that ran; samples beyond the model's window are counted apart, never as zero. A task's `score` and the "
         "`longctx score` (the group's unweighted mean of task scores) count beyond-window samples as failures.",
         *cards,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lm_eval_longctx import rope
 from lm_eval_longctx.errors import LongCtxError
-from lm_eval_longctx.report.tasks import GROUP
+from lm_eval_longctx.catalog import TASKS
 
 # The model arguments that set RoPE (hf-longctx's, as rope.parse_rope_args takes them): runs whose
 # other arguments agree are one model under different RoPE settings.
@@ -90,7 +90,7 @@ def _checkpoint_config(config: Mapping) -> dict | None:
 def served_record(results: Mapping) -> dict | None:
     """Return what served the model (``longctx_served`` in a longctx task's metadata), if served."""
     for task, task_config in (results.get("configs") or {}).items():
-        if task.startswith(f"{GROUP}_") and isinstance(task_config, Mapping):
+        if task in TASKS and isinstance(task_config, Mapping):
             record = (task_config.get("metadata") or {}).get("longctx_served")
             if isinstance(record, Mapping):
                 return {**record, "tokenizer": (task_config.get("metadata") or {}).get("tokenizer")}

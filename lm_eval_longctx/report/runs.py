@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from lm_eval_longctx.catalog import TASKS, our_tasks
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.report.provenance import (  # noqa: F401  (rope_label, rope_order: read from here too)
     UNKNOWN_ROPE,
@@ -91,15 +92,14 @@ def read_results(path: Path) -> dict:
 
 
 def longctx_tasks(results: Mapping) -> list[str]:
-    """Return the longctx retrieval task names (not the group, not perplexity) in a results file, in file order."""
-    return [name for name, entry in results["results"].items()
-            if name.startswith(f"{GROUP}_") and not is_perplexity(name, entry)]  # fmt: skip
+    """Return the longctx retrieval task names (catalog tasks, not the group, not perplexity) in a results file, in file order."""
+    return [name for name in our_tasks(results["results"]) if not is_perplexity(name, results["results"][name])]
 
 
 def perplexity_tasks(results: Mapping) -> dict[str, Perplexity]:
     """Return each perplexity task of a results file (``longctx_ppl``), read per length."""
     return {name: read_perplexity(name, entry) for name, entry in results["results"].items()
-            if name.startswith(f"{GROUP}_") and is_perplexity(name, entry)}  # fmt: skip
+            if is_perplexity(name, entry)}  # fmt: skip
 
 
 def _subtasks_of_groups(results: Mapping) -> set[str]:
@@ -119,7 +119,7 @@ def other_scores(results: Mapping) -> tuple[dict[str, float], dict[str, str], fr
     directions = results.get("higher_is_better") or {}
     scores, headlines, lower = {}, {}, set()
     for task, entry in results["results"].items():
-        if task == GROUP or task.startswith(f"{GROUP}_") or task in skipped:
+        if task == GROUP or task in TASKS or task in skipped or is_perplexity(task, entry):
             continue
         for key, value in entry.items():
             metric, _, filter_name = key.partition(",")
@@ -144,7 +144,7 @@ def load_run(path: Path) -> Run:
         found = ", ".join(results["results"]) or "none"
         raise LongCtxError(
             f"{path}: no longctx task in this results file (tasks found: {found}). Run lm_eval with "
-            "--tasks longctx (or longctx_kv, longctx_passkey, longctx_pi_title) and pass that output."
+            f"--tasks longctx (or any of {', '.join(TASKS)}) and pass that output."
         )
     setting = provenance(results)
     served = served_record(results)
