@@ -163,3 +163,50 @@ def missing_pretrained(pretrained) -> str | None:
             "`lm-eval-longctx smollm2` prints the folder of the embedded model."
         )
     return None
+
+
+# Model arguments that each set one thing: given twice, lm-eval 0.4.13's MergeDictAction keeps the
+# last one without a word (``rope_scaling=linear:2`` then a ``rope_scaling={...}`` argument).
+ONCE_ARGS = ("rope_scaling", "rope_theta", "pretrained", "max_length", "max_model_len")
+
+
+def _model_args_values(argv: list[str]) -> list[str]:
+    """Return the values given to ``--model_args`` / ``-a`` in ``argv`` (each may be several arguments)."""
+    values, taking = [], False
+    for arg in argv:
+        flag, eq, rest = arg.partition("=")
+        if arg in ("--model_args", "-a"):
+            taking = True
+        elif eq and flag in ("--model_args", "-a"):
+            values.append(rest)
+            taking = True
+        elif arg.startswith("-"):
+            taking = False
+        elif taking:
+            values.append(arg)
+    return values
+
+
+def _keys_of(value: str) -> list[str]:
+    text = value.strip()
+    if text.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            return []
+        return list(parsed) if isinstance(parsed, dict) else []
+    return [part.partition("=")[0].strip() for part in _split_pairs(text) if "=" in part]
+
+
+def given_twice(argv: list[str]) -> str | None:
+    """Return a one-line error when ``--model_args`` sets one of ``ONCE_ARGS`` more than once, else None."""
+    values = _model_args_values(argv)
+    for name in ONCE_ARGS:
+        where = [value for value in values for key in _keys_of(value) if key == name]
+        if len(where) > 1:
+            shown = " and ".join(repr(_shown(value)) for value in where)
+            return (
+                f"--model_args sets {name} twice ({shown}); lm-eval would keep the last one without a word. "
+                f"Give {name} once, e.g. --model_args pretrained=DIR,rope_scaling=dynamic:2."
+            )
+    return None

@@ -167,6 +167,11 @@ def patch_cli(module) -> None:
     original_parse, original_execute = harness.parse_args, harness.execute
 
     def parse_args(self):
+        from lm_eval_longctx import arg_errors
+
+        twice = arg_errors.given_twice(sys.argv[1:])
+        if twice:
+            fail(twice)
         try:
             return original_parse(self)
         except ValueError as exc:

@@ -256,7 +256,9 @@ def free_device_bytes(device: torch.device) -> int | None:
 
 def _length_dependent_rope(model) -> bool:
     # These pick their frequencies from the longest position in the call: a chunk would see others.
-    return any(getattr(m, "rope_type", None) in ("dynamic", "longrope") for m in model.modules())
+    from lm_eval_longctx.rope import depends_on_prompt_length
+
+    return any(depends_on_prompt_length(getattr(m, "rope_type", None)) for m in model.modules())
 
 
 class _HostCopy:

@@ -222,7 +222,7 @@ class HFLongCtxLM(HFLM):
     @property
     def dynamic_ntk(self) -> bool:
         """True when a rotary module of the model grows its base with the prompt (dynamic NTK)."""
-        return any(getattr(m, "rope_type", None) == "dynamic" for m in self.model.modules())
+        return any(rope.depends_on_prompt_length(getattr(m, "rope_type", None)) for m in self.model.modules())
 
     # Requests: never truncate; one dynamic-NTK base per prompt length.
 
@@ -395,7 +395,7 @@ class HFLongCtxLM(HFLM):
             "native_window": self.rope_setup.native_window,
             "effective_window": self.rope_setup.effective_window,
             "max_length": self.max_length,
-            "dynamic_ntk": "per-request base from prompt length, fixed while decoding" if self.dynamic_ntk else None,
+            "dynamic_ntk": "per-request rotation from its prompt length, fixed while decoding" if self.dynamic_ntk else None,
             "beyond_window_requests": self.beyond_window_count,
             "attn_implementation": getattr(config, "_attn_implementation", None),
             "dtype": str(self.model.dtype).removeprefix("torch."),

@@ -33,6 +33,7 @@ from __future__ import annotations
 import ast
 import copy
 import json
+import logging
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 
 from lm_eval_longctx.errors import LongCtxError
 
+logger = logging.getLogger("lm_eval.longctx")
 DEFAULT_THETA = 10_000.0  # transformers' default when a config names no rope_theta
 ORIGINAL = "original_max_position_embeddings"
 FORMS = "forms: KIND:FACTOR[:key=value...], a dict, or none"
@@ -121,6 +123,14 @@ VALUE_READERS: dict[str, Callable] = {
 }
 
 
+def _check_yarn(params, fail):
+    if "beta_fast" in params and "beta_slow" in params and params["beta_fast"] <= params["beta_slow"]:
+        fail(
+            f"beta_fast ({params['beta_fast']:g}) must be greater than beta_slow ({params['beta_slow']:g}): "
+            "YaRN interpolates the dimensions below beta_slow rotations and keeps those above beta_fast"
+        )
+
+
 def _check_llama3(params, fail):
     if params["high_freq_factor"] <= params["low_freq_factor"]:
         fail(
@@ -139,13 +149,19 @@ class RopeKind:
     needs_original: bool = False  # transformers reads original_max_position_embeddings
     stretches_config: bool = True  # config.max_position_embeddings becomes the scaled window
     check: Callable | None = None  # constraints between keys
+    # The rotation depends on the prompt's length (dynamic NTK grows its base past the native
+    # window): such a kind needs one base per prompt length (compat.fixed_ntk_base) and differs
+    # from engines that hold the base fixed.
+    depends_on_prompt_length: bool = False
 
 
 KINDS: dict[str, RopeKind] = {
     "default": RopeKind("none", stretches_config=False),
     "linear": RopeKind("linear:4", required=frozenset({"factor"})),
     # Dynamic NTK reads max_position_embeddings as the native length in its base formula.
-    "dynamic": RopeKind("dynamic:2", required=frozenset({"factor"}), stretches_config=False),
+    "dynamic": RopeKind(
+        "dynamic:2", required=frozenset({"factor"}), stretches_config=False, depends_on_prompt_length=True
+    ),
     "yarn": RopeKind(
         "yarn:4:orig=4096",
         required=frozenset({"factor"}),
@@ -153,6 +169,7 @@ KINDS: dict[str, RopeKind] = {
             {ORIGINAL, "attention_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim", "truncate"}
         ),
         needs_original=True,
+        check=_check_yarn,
     ),
     "llama3": RopeKind(
         "llama3:8:low=1:high=4:orig=8192",
@@ -166,8 +183,15 @@ KINDS: dict[str, RopeKind] = {
         required=frozenset({"factor", "short_factor", "long_factor"}),
         optional=frozenset({ORIGINAL, "attention_factor"}),
         needs_original=True,
+        depends_on_prompt_length=True,  # short_factor up to the native window, long_factor past it
     ),
 }
+
+
+def depends_on_prompt_length(rope_type) -> bool:
+    """True when ``rope_type`` (a rotary module's, or a spec's) rotates by the prompt's length (KINDS)."""
+    kind = KINDS.get(str(rope_type).lower()) if rope_type else None
+    return bool(kind and kind.depends_on_prompt_length)
 
 
 def _failer(given, example, arg="rope_scaling"):
@@ -262,11 +286,34 @@ def _normalise(params, given, arg="rope_scaling"):
         fail(f"{kind_name} needs {', '.join(sorted(missing))}")
     spec = {"rope_type": kind_name}
     spec.update({key: VALUE_READERS[key](key, value, fail) for key, value in named.items()})
+    _check_factor(kind_name, spec, fail)
     if kind.check:
         kind.check(spec, fail)
     if theta is not None:
         spec["rope_theta"] = parse_rope_theta(theta)
     return spec
+
+
+# The longest window a setting may give (native x factor): past it a factor is a typo, not a
+# context length (16M tokens; the tasks' own guard stops at 1,048,576 tokens a prompt).
+MAX_WINDOW = 2**24
+
+
+def _check_factor(kind_name: str, spec: dict, fail) -> None:
+    """Refuse a factor that shrinks the window, warn about one that changes nothing."""
+    factor = spec.get("factor")
+    if factor is None or kind_name == "default":
+        return
+    if factor < 1:
+        fail(
+            f"factor {factor:g} < 1 shrinks the context window to {factor:g} of the native one instead of "
+            "extending it; give the factor by which to extend it (>= 1)"
+        )
+    if factor == 1:
+        logger.warning(
+            "rope_scaling %s with factor 1 extends nothing (the window stays native); "
+            "rope_scaling=none says the same, a factor > 1 extends it.", kind_name
+        )
 
 
 def parse_rope_theta(value) -> float | None:
@@ -387,6 +434,12 @@ def merge_rope(
         new[ORIGINAL] = native
     _check_against_model(config, new, fail)
     window = round(native * new.get("factor", 1.0))
+    if window > MAX_WINDOW:
+        fail(
+            f"factor {new['factor']:g} x the native window of {native} tokens gives a window of {window:,} tokens, "
+            f"past the {MAX_WINDOW:,} any run could use; give the factor that reaches the length you test "
+            f"(e.g. {max(2, round(131072 / native))} for 131072 tokens)"
+        )
     stretched = {"max_position_embeddings": window if kind.stretches_config else native}
     return RopeSetup(_updates(layouts, config, new, stretched), new, native, window)
 

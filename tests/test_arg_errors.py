@@ -153,3 +153,22 @@ def test_which_option_held_the_invalid_json(argv, found):
     head, tail = compat.INVALID_JSON
     assert compat._failed_json_option(f"{head}{{x{tail}", argv) == found
     assert compat._failed_json_option("some other error", argv) is None
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--model_args", "pretrained=m,rope_scaling=linear:2", 'rope_scaling={"rope_type": "dynamic", "factor": 2.0}'],
+        ["--model_args=pretrained=m,rope_scaling=linear:2", "--tasks", "x", "-a", "rope_scaling=yarn:2"],
+        ["--model_args", '{"pretrained": "m", "rope_theta": 1e5}', "rope_theta=5e5"],
+    ],
+)
+def test_a_model_arg_given_twice_is_named(argv):
+    message = arg_errors.given_twice(argv)
+    assert message is not None and "twice" in message
+    assert "lm-eval would keep the last one without a word" in message
+
+
+def test_a_model_arg_given_once_passes():
+    argv = ["--model_args", "pretrained=m,rope_scaling=linear:2", "max_length=4096", "--metadata", '{"rope_scaling": 1}']
+    assert arg_errors.given_twice(argv) is None

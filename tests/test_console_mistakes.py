@@ -56,3 +56,20 @@ def test_a_cut_cache_file_is_rebuilt_and_the_run_scores_every_prompt(tmp_path, t
     assert f"longctx_kv: cache file {cached} is damaged (it holds 2 of 6 records); set aside as" in out.stderr
     newest = max((tmp_path / "out").rglob("samples_longctx_kv_*.jsonl"), key=os.path.getmtime)
     assert len(newest.read_text().splitlines()) == 6
+
+
+def test_two_rope_settings_in_model_args_are_one_line(tmp_path, tiny_model_dir):
+    args = ["--model", "hf-longctx", "--model_args", f"pretrained={tiny_model_dir},rope_scaling=linear:2",
+            'rope_scaling={"rope_type": "dynamic", "factor": 2.0}', "--tasks", "longctx_kv"]  # fmt: skip
+    out = lm_eval(args, tmp_path)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "lm-eval-longctx error: --model_args sets rope_scaling twice" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_a_shrinking_rope_factor_is_one_line(tmp_path, tiny_model_dir):
+    out = lm_eval(["--model", "hf-longctx", "--model_args", f"pretrained={tiny_model_dir},rope_scaling=linear:0.5",
+                   "--tasks", "longctx_kv"], tmp_path)  # fmt: skip
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "lm-eval-longctx error: rope_scaling='linear:0.5': factor 0.5 < 1 shrinks the context window" in out.stderr
+    assert "Traceback" not in out.stderr

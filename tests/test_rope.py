@@ -158,6 +158,9 @@ BAD = [
     ({"rope_type": "ntk", "factor": 2}, "unknown kind 'ntk'"),
     ({"factor": 2.0}, "no kind given"),
     ("dynamic:0", "factor must be a finite number > 0, got '0'"),
+    ("linear:0.5", "factor 0.5 < 1 shrinks the context window to 0.5 of the native one"),
+    ("yarn:0.25:orig=4096", "factor 0.25 < 1 shrinks the context window"),
+    ("yarn:4:beta_fast=1:beta_slow=32", "beta_fast (1) must be greater than beta_slow (32)"),
     ("linear:-2", "factor must be a finite number > 0"),
     ("dynamic:abc", "factor must be a number"),
     ("dynamic:inf", "factor must be a finite number > 0"),
@@ -201,6 +204,26 @@ def test_bad_rope_theta(theta):
 def test_theta_given_twice_differently():
     with pytest.raises(LongCtxError, match="disagrees"):
         rope.parse_rope_args({"rope_type": "linear", "factor": 2, "rope_theta": 1e4}, 5e5)
+
+
+def test_a_factor_of_one_warns_that_it_extends_nothing(caplog):
+    with caplog.at_level("WARNING", logger="lm_eval.longctx"):
+        assert rope.parse_rope_scaling("linear:1")["factor"] == 1.0
+    assert "rope_scaling linear with factor 1 extends nothing" in caplog.text
+
+
+def test_a_window_past_any_run_is_refused_naming_the_window():
+    with pytest.raises(LongCtxError) as caught:
+        rope.merge_rope(V5_LLAMA, rope.parse_rope_scaling("linear:1e6"))
+    message = str(caught.value)
+    assert "gives a window of 4,096,000,000 tokens, past the 16,777,216 any run could use" in message
+    assert "(e.g. 32 for 131072 tokens)" in message and "Write it like rope_scaling=linear:4" in message
+
+
+def test_the_table_says_which_kinds_rotate_by_prompt_length():
+    assert {name for name, kind in rope.KINDS.items() if kind.depends_on_prompt_length} == {"dynamic", "longrope"}
+    assert rope.depends_on_prompt_length("dynamic") and not rope.depends_on_prompt_length("linear")
+    assert not rope.depends_on_prompt_length(None) and not rope.depends_on_prompt_length("unknown")
 
 
 def test_every_kind_has_an_example_that_parses():
