@@ -630,12 +630,24 @@ class DerivedState:
 
 
 def _same(a, b) -> bool:
-    """True when two attribute values are equal (tensors by value); False when they cannot be compared."""
+    """True when two attribute values are equal (tensors by value, dicts item by item, stateless
+    modules by class); False when they cannot be compared."""
     import torch
 
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[key], b[key]) for key in a)
+    if isinstance(a, torch.nn.Module) and isinstance(b, torch.nn.Module):
+        # transformers 5.25 keeps a fresh parameterless module per kernel function in each attention
+        # module's plain dict ``_kernel_funcs``: a function, the same for every setting.
+        return type(a) is type(b) and _stateless(a) and _stateless(b)
     try:
         return bool(a == b)
     except Exception:
         return False
+
+
+def _stateless(module) -> bool:
+    """True when a module holds no parameters and no buffers."""
+    return next(module.parameters(), None) is None and next(module.buffers(), None) is None
