@@ -4,9 +4,10 @@ lm-eval 0.4.13 loads no plugins, so ``lm_eval_longctx.pth`` runs at the start of
 process of the environment. It reads ``LM_EVAL_LONGCTX_NO_AUTOLOAD`` first and, unless that
 switches the hook off, imports this module, which imports nothing (``os`` and ``sys`` are
 loaded by then) and only puts a finder at the front of ``sys.meta_path``. When one of the
-lm-eval modules in ``HOOKS`` is imported, the finder wraps its loader: once the module has
-run, the function of that name in ``lm_eval_longctx.compat`` (imported only then) patches
-it. A failure in a patch is swallowed: the hook must never break an unrelated program.
+lm-eval modules in ``HOOKED`` is imported, the finder wraps its loader: once the module has
+run, ``lm_eval_longctx.compat`` (imported only then) installs the patches its ``PATCHES`` table
+lists for that module. A failure in a patch is swallowed: the hook must never break an unrelated
+program.
 
 The switch: the hook is off when ``LM_EVAL_LONGCTX_NO_AUTOLOAD`` is set to anything other
 than ``""``, ``0``, ``false``, ``no`` or ``off`` (case and surrounding spaces ignored).
@@ -19,13 +20,9 @@ import sys
 # same tuple, so that a switched-off hook costs one dictionary look-up (a test checks both).
 KEEPS_ON = ("", "0", "false", "no", "off")
 
-# lm-eval module -> the function of lm_eval_longctx.compat that patches it once it has run.
-HOOKS = {
-    "lm_eval.tasks.manager": "patch_task_manager",
-    "lm_eval.models": "register_model",
-    "lm_eval._cli.harness": "patch_cli",
-    "lm_eval.evaluator": "scope_evaluations",
-}
+# The lm-eval modules that compat.PATCHES has start-up patches for (compat.hooked_modules()): a
+# copy, since importing compat here would cost every Python process (tests/test_compat.py checks it).
+HOOKED = frozenset({"lm_eval.tasks.manager", "lm_eval.models", "lm_eval._cli.harness", "lm_eval.evaluator"})
 
 
 def switched_off(environ=os.environ) -> bool:
@@ -37,7 +34,7 @@ def _patch(name, module) -> None:
     try:
         from lm_eval_longctx import compat
 
-        getattr(compat, HOOKS[name])(module)
+        compat.install_hooked(name, module)
     except Exception:  # never let our hook break lm-eval itself
         pass
 
@@ -64,7 +61,7 @@ class _PostImportFinder:
     """A meta-path finder (a plain class: ``importlib.abc`` would cost 60 modules at start-up)."""
 
     def find_spec(self, fullname, path, target=None):
-        if fullname not in HOOKS:
+        if fullname not in HOOKED:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -83,7 +80,7 @@ def install() -> None:
     """Install the finder once (a no-op if already installed or switched off)."""
     if switched_off() or any(isinstance(f, _PostImportFinder) for f in sys.meta_path):
         return
-    for name in HOOKS:
+    for name in HOOKED:
         module = sys.modules.get(name)
         if module is not None:  # imported before us (e.g. installed mid-session)
             _patch(name, module)
