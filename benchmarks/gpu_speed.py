@@ -176,11 +176,12 @@ def micro(lm, log: Log, length: int, batch: int, new: int, bandwidth: float, rep
 
 def chunk_attention_probe(log: Log, past: int = 126_976, chunk: int = 4096, heads: int = 32, kv_heads: int = 8) -> None:
     """One layer's attention for the last 4096-token chunk of a 131k prompt (8B GQA shape):
-    compat.end_aligned_causal_chunks' kernel against transformers' stock sdpa with its explicit
+    compat.attention.end_aligned_causal_chunks' kernel against transformers' stock sdpa with its explicit
     mask (cuDNN allowed and not), times and largest difference from a float32 reference."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from lm_eval_longctx import compat, generation
+    from lm_eval_longctx import generation
+    from lm_eval_longctx.compat import attention
 
     torch.manual_seed(0)
     kv = past + chunk
@@ -189,7 +190,7 @@ def chunk_attention_probe(log: Log, past: int = 126_976, chunk: int = 4096, head
     module = torch.nn.Module()
     module.num_key_value_groups, module.is_causal = heads // kv_heads, True
     mask = (torch.arange(chunk, device="cuda")[:, None] + past >= torch.arange(kv, device="cuda")[None, :])[None, None]
-    ours = compat._end_aligned_sdpa(sdpa_attention_forward)
+    ours = attention.end_aligned_sdpa(sdpa_attention_forward)
     ref = torch.nn.functional.scaled_dot_product_attention(
         q[:, :, -512:].float(), k.float().repeat_interleave(4, 1), v.float().repeat_interleave(4, 1), attn_mask=mask[:, :, -512:]
     ).transpose(1, 2)  # the chunk's last 512 queries, float32 math

@@ -7,8 +7,8 @@ itself) at the front of ``sys.meta_path``. Start-up imports nothing of ours: no 
 read or compile (with ``PYTHONDONTWRITEBYTECODE`` or a read-only tree, an imported module is
 compiled again at every start). Only when one of the lm-eval modules in ``HOOKS`` is being
 imported does the finder import this module and call ``hooked_spec``, which wraps that
-module's loader: once the module has run, the function of that name in
-``lm_eval_longctx.compat`` (imported only then) patches it. A failure in a patch is
+module's loader: once the module has run, ``lm_eval_longctx.compat`` (imported only then)
+installs the patches its ``PATCHES`` table lists for that module. A failure in a patch is
 swallowed: the hook must never break an unrelated program.
 
 The switch: the hook is off when ``LM_EVAL_LONGCTX_NO_AUTOLOAD`` is set to anything other
@@ -21,13 +21,9 @@ import sys
 # same tuple, and the names of HOOKS; tests/test_autoload.py checks that they agree.
 KEEPS_ON = ("", "0", "false", "no", "off")
 
-# lm-eval module -> the function of lm_eval_longctx.compat that patches it once it has run.
-HOOKS = {
-    "lm_eval.tasks.manager": "patch_task_manager",
-    "lm_eval.models": "register_model",
-    "lm_eval._cli.harness": "patch_cli",
-    "lm_eval.evaluator": "scope_evaluations",
-}
+# The lm-eval modules that compat.PATCHES has start-up patches for (compat.hooked_modules()): a
+# copy, since importing compat here would cost every Python process (tests/test_compat.py checks it).
+HOOKS = ("lm_eval.tasks.manager", "lm_eval.models", "lm_eval._cli.harness", "lm_eval.evaluator")
 
 
 def switched_off(environ=None) -> bool:
@@ -43,7 +39,7 @@ def _patch(name, module) -> None:
     try:
         from lm_eval_longctx import compat
 
-        getattr(compat, HOOKS[name])(module)
+        compat.install_hooked(name, module)
     except Exception:  # never let our hook break lm-eval itself
         pass
 

@@ -1,6 +1,6 @@
 """One-line messages, each with the fix, for lm-eval argument mistakes users commonly make.
 
-Pure functions of the values given. ``compat.patch_cli`` decides when lm-eval 0.4.13 made the
+Pure functions of the values given. ``compat.lmeval_cli.patch_cli`` decides when lm-eval 0.4.13 made the
 mistake (its error text, its defaults) and prints what these return.
 """
 

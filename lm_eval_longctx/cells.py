@@ -4,7 +4,7 @@ Under data parallel, lm-eval 0.4.13 gathers per-sample metrics by rank 0's metri
 (``evaluator.py``, after ``gather_object``): a key that another rank lacks is a KeyError, a key
 only another rank has is dropped. A rank holds only some cells, so every document reports
 every cell metric of its task's grid, with ``OUTSIDE`` (``null`` in ``--log_samples`` files)
-for the cells it is not in. ``compat.aggregate_cells_over_their_docs`` has lm-eval drop those
+for the cells it is not in. ``compat.lmeval_evaluator.aggregate_cells_over_their_docs`` has lm-eval drop those
 values (``members_only``) before it aggregates, so a cell's value and standard error are lm-eval's own ``mean`` and
 ``mean_stderr`` over the cell's documents, as in one process, and a cell in which no
 document ran has no entry at all (never a placeholder number).

@@ -5,7 +5,7 @@ input and halving on an out-of-memory error. On CPU that error does not come: th
 goes to swap or the kernel kills the process (issue 19: past 20 GB on a 135M model). Here a row's
 memory is estimated from the config (KV cache, prefill activations, attention scores, logits)
 and the batch is what fits in ``SHARE`` of the memory available now, at least 1 and at most
-``max_batch_size``. ``compat_trustrun.plan_cpu_batches`` puts this in HFLM's place on CPU.
+``max_batch_size``. ``compat.lmeval_hf.plan_cpu_batches`` puts this in HFLM's place on CPU.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ layer's activations for all of its tokens at once. Here:
   sequence in its decoded text: the rest would be cut by lm-eval's post-processing anyway.
 * ``prefill``: a prompt whose one-pass activations would not fit in free device memory beside
   its KV cache runs through the model in chunks of ``PREFILL_CHUNK`` tokens. Chunks attend to
-  the cache through torch's end-aligned causal bias (``compat.end_aligned_causal_chunks``),
+  the cache through torch's end-aligned causal bias (``compat.attention.end_aligned_causal_chunks``),
   which flash attention serves (measured on an H100 at 131k tokens, 8B GQA shape: peak 1.03x
   weights + KV cache instead of 1.49x, 17.8 s against 18.1 s in one pass). A prompt that fits
   in one pass still gets one pass: it keeps ``model.generate``'s answers bit for bit.
@@ -34,7 +34,7 @@ import torch
 from lm_eval.models.utils_hf import stop_sequences_criteria
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from lm_eval_longctx import compat
+from lm_eval_longctx.compat import attention
 
 PREFILL_CHUNK = 4096  # tokens per prefill chunk, where the prompt does not fit in one pass
 MEMORY_MARGIN = 0.9  # the share of free device memory a plan may fill (fragmentation, workspaces)
@@ -209,7 +209,7 @@ def prefill(model, input_ids, cache, cache_arg: str, chunk: int) -> torch.Tensor
     """Run the prompt into ``cache``, ``chunk`` tokens at a time, and return the last position's
     logits (float32)."""
     keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    chunked = compat.end_aligned_causal_chunks() if chunk < input_ids.shape[1] else contextlib.nullcontext()
+    chunked = attention.end_aligned_causal_chunks() if chunk < input_ids.shape[1] else contextlib.nullcontext()
     with chunked:
         for start in range(0, input_ids.shape[1], chunk):
             out = _forward(model, input_ids[:, start : start + chunk], start, cache, cache_arg, **keep)
@@ -243,7 +243,7 @@ def reproducible_attention(device):
     from torch.nn.attention import SDPBackend
 
     decode = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-    return compat.attention_kernels_by_query_length(many=[SDPBackend.CUDNN_ATTENTION, *decode], one=decode)
+    return attention.attention_kernels_by_query_length(many=[SDPBackend.CUDNN_ATTENTION, *decode], one=decode)
 
 
 def free_device_bytes(device: torch.device) -> int | None:

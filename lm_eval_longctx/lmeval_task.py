@@ -148,8 +148,9 @@ def metric_list(task: TaskDef) -> list[dict]:
 # --------------------------------------------------------------------------- task class
 
 
-# Our per-length and per-depth metrics cover a subset of the documents by design.
-compat.quiet_same_count_warning()
+# Our per-length and per-depth metrics cover a subset of the documents by design: quiet lm-eval's
+# warning about it (compat.PATCHES), with the start-up hook off too.
+compat.install_for(__name__)
 
 
 class LongCtxTask(ConfigurableTask):
@@ -161,7 +162,7 @@ class LongCtxTask(ConfigurableTask):
     ``--gen_kwargs`` wins over both.
     """
 
-    longctx_cells = True  # compat.aggregate_cells_over_their_docs: aggregate each cell over its docs
+    longctx_cells = True  # compat.lmeval_evaluator.aggregate_cells_over_their_docs: each cell over its docs
 
     def __init__(self, config: dict | None = None, **kwargs):
         config = {k: v for k, v in (config or {}).items() if k != "class"}
@@ -179,7 +180,7 @@ class LongCtxTask(ConfigurableTask):
         config.setdefault("process_results", Scorer(task))
         self._task_def = task
         super().__init__(config=config, **kwargs)
-        compat.aggregate_cells_over_their_docs()
+        compat.install_for("lm_eval_longctx.lmeval_task.LongCtxTask")  # per-cell aggregation
         self._chat_template_given = "chat_template" in (self.config.metadata or {})
         self._adopt_dataset()
 

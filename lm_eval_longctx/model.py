@@ -30,15 +30,13 @@ from collections import defaultdict
 
 import torch
 import transformers
-from lm_eval.api.registry import model_registry
 from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import has_bos_prefix, normalize_gen_kwargs
 from tqdm import tqdm
 
-from lm_eval_longctx import compat, generation, model_args, rope, window
-from lm_eval_longctx.compat import fixed_ntk_base
+from lm_eval_longctx import compat, generation, model_args, rope, rope_switch, window
+from lm_eval_longctx.compat.transformers_rotary import fixed_ntk_base
 from lm_eval_longctx.errors import LongCtxError
-from lm_eval_longctx.registration import MODEL_NAME
 
 logger = logging.getLogger(__name__)
 ROPE_LAYOUT = rope.layout_read_by(transformers.__version__)  # rope_parameters (5.x) or rope_scaling (4.x)
@@ -128,7 +126,7 @@ class HFLongCtxLM(HFLM):
         )
         self._rope_args = {"rope_scaling": rope_scaling, "rope_theta": rope_theta}  # as typed
         self._checkpoint_config = None  # the config as loaded, before any setting: set by _get_config
-        self._derived = None  # compat.DerivedState of the setting on the built model, once switched
+        self._derived = None  # rope_switch.DerivedState of the setting on the built model, once switched
         self.rope_setup = None  # the setting's windows: set by _set_rope only
         self._start_evaluation()
         # HFLM reads the config (_get_config puts the RoPE setting on it), then builds the model from it.
@@ -175,8 +173,8 @@ class HFLongCtxLM(HFLM):
         model = self.model
         config = copy.deepcopy(model.config)
         rope.put_on_config(config, self._checkpoint_config, setup)
-        after = compat.DerivedState.of(type(model), config)  # what a fresh load of this setting derives
-        before = self._derived or compat.DerivedState.of(type(model), model.config)
+        after = rope_switch.DerivedState.of(type(model), config)  # what a fresh load of this setting derives
+        before = self._derived or rope_switch.DerivedState.of(type(model), model.config)
         problem = after.problem_with(model)
         if problem:
             raise LongCtxError(
@@ -432,9 +430,6 @@ def cuda_devices_of(model, device) -> list[str]:
     return sorted(names, key=lambda name: int(name.split(":")[1]))
 
 
-# The start-up hook (or the "lm_eval.models" entry point) already names us lazily; register
-# only when neither did, e.g. with LM_EVAL_LONGCTX_NO_AUTOLOAD=1 and a direct import.
-if MODEL_NAME not in model_registry:
-    model_registry.register(MODEL_NAME, target=HFLongCtxLM)
-# Likewise the evaluation scope through which the tasks learn that this model marks (window.py).
-compat.scope_evaluations()
+# The start-up hook (or the "lm_eval.models" entry point) already named us and scoped lm-eval's
+# evaluations (window.py); with LM_EVAL_LONGCTX_NO_AUTOLOAD=1 a direct import does both here.
+compat.install_for(__name__)

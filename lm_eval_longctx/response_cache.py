@@ -3,7 +3,7 @@
 lm-eval 0.4.13 keys each cached answer on the request alone (the prompt and its generation
 settings), so a second run with the same ``PATH`` and another RoPE setting, ``max_length``,
 dtype, attention kernel or model got the first run's answers back. ``setting_of`` describes
-everything that decides what a model answers; ``compat_trustrun.key_response_cache`` keeps the
+everything that decides what a model answers; ``compat.lmeval_cache.key_response_cache`` keeps the
 answers of each setting in their own table of the cache file (``table_name``), so another
 setting finds none of them and the same setting finds all of them again. ``AnswerStore`` never
 keeps a beyond-window marker: whether a prompt fits is the run's own question (another

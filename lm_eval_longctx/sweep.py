@@ -14,7 +14,7 @@ each means what it means to ``lm_eval``. Before any weights load, every ``--rope
    ``--output_path OUT/rope_<slug>``: results and samples files, their names and contents, are
    those of that separate ``lm_eval --model hf-longctx`` run, because lm-eval, asking for the
    model, gets the loaded one with the setting switched in place (``HFLongCtxLM.switch_rope``,
-   equal to a fresh load; ``compat.model_built_by``);
+   equal to a fresh load; ``compat.lmeval_evaluator.model_built_by``);
 3. a failure of that setting (a spec that does not fit the model, a request beyond its window
    under hf-longctx's rules, any error) is named in one line and the next setting runs.
 
@@ -39,7 +39,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lm_eval_longctx import arg_errors, compat, rope, sweep_state
+from lm_eval_longctx import arg_errors, rope, sweep_state
+from lm_eval_longctx.compat import lmeval_cli, lmeval_evaluator
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.registration import MODEL_NAME
 
@@ -87,7 +88,7 @@ def slug_of(spec: dict | None) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """Return lm-eval's ``run`` parser as ``lm-eval-longctx sweep``: ``--rope`` added, the rest told
     how a sweep uses it."""
-    parser = compat.lm_eval_run_parser(_OneLineParser)
+    parser = lmeval_cli.lm_eval_run_parser(_OneLineParser)
     parser.prog = PROG
     parser.usage = (
         f"{PROG} --rope SETTING [SETTING ...] --model_args pretrained=DIR --tasks TASK --output_path OUT [lm_eval options]"
@@ -141,7 +142,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     try:
         args = parser.parse_args(argv)
     except ValueError as exc:  # lm-eval's "Invalid JSON" from inside argparse
-        failed = compat._failed_json_option(str(exc), argv)
+        failed = lmeval_cli.failed_json_option(str(exc), argv)
         if failed is None:
             raise
         raise LongCtxError(arg_errors.invalid_json(*failed)) from None
@@ -168,7 +169,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
             f"{given}: a sweep writes one folder per setting, a report and a summary; give a folder, "
             "e.g. --output_path results/sweep."
         )
-    problem = compat.run_argument_problem(args)
+    problem = lmeval_cli.run_argument_problem(args)
     if problem:
         raise LongCtxError(problem)
     return args
@@ -179,7 +180,7 @@ def settings_of(args) -> list[Setting]:
     theta = (args.model_args or {}).get("rope_theta")
     settings = []
     for text in args.rope:
-        value = compat.model_arg_value("rope_scaling", text)
+        value = lmeval_cli.model_arg_value("rope_scaling", text)
         rope.parse_rope_args(value, theta)  # names the value and an accepted form
         setting = Setting(text, value, slug_of(rope.parse_rope_scaling(value)))
         twin = next((s for s in settings if s.slug == setting.slug), None)
@@ -225,8 +226,8 @@ def run_setting(model, args, setting: Setting) -> Outcome:
         return model
 
     try:
-        with compat.model_built_by(MODEL_NAME, build):
-            compat.run_lm_eval(run_args(args, setting))
+        with lmeval_evaluator.model_built_by(MODEL_NAME, build):
+            lmeval_cli.run_lm_eval(run_args(args, setting))
         if model.rank == 0:
             sweep_state.mark_done(folder, setting.text, args)
         return Outcome(setting, folder)
@@ -235,7 +236,7 @@ def run_setting(model, args, setting: Setting) -> Outcome:
     except Exception as exc:  # the next setting still runs; the traceback goes to the log
         logger.exception("rope_scaling=%s failed", setting.text)
         error = f"{type(exc).__name__}: {exc}"
-    compat.close_progress_bars()
+    lmeval_cli.close_progress_bars()
     error = " ".join(error.split())
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "failed.txt").write_text(f"rope_scaling={setting.text}: {error}\n", encoding="utf-8")
@@ -251,7 +252,7 @@ def load_model(args, first: Setting):
 
     setup_logging()
     try:
-        config = compat.run_config(run_args(args, first))
+        config = lmeval_cli.run_config(run_args(args, first))
     except ValueError as exc:  # what lm_eval itself refuses before loading
         raise LongCtxError(f"lm-eval: {exc}") from None
     model_args = {key: value for key, value in config.model_args.items() if key != "rope_scaling"}
@@ -309,7 +310,7 @@ def stopped(args, outcomes: list[Outcome], current: Setting | None, rest: list[S
 
     from lm_eval_longctx.report import main as report
 
-    compat.close_progress_bars()
+    lmeval_cli.close_progress_bars()
     finished = [o for o in outcomes if o.status == "ok"]
     interrupted = [Outcome(current, folder_of(args, current), "stopped (Ctrl-C)", "interrupted")] if current else []
     write_summary(args, outcomes + interrupted, rest)

@@ -7,7 +7,7 @@ other model the tasks refuse lengths that lm-eval's ``hf`` model would silently 
 
 How the tasks learn which kind of model they run with: lm-eval's ``simple_evaluate`` builds the
 model, then the tasks, and the tasks never see the model. So every ``simple_evaluate`` call runs
-under an ``Evaluation`` opened by ``compat.scope_evaluations`` (the start-up hook and importing
+under an ``Evaluation`` opened by ``compat.lmeval_evaluator.scope_evaluations`` (the start-up hook and importing
 ``hf-longctx`` install it): it records whether the model given to that call (a registered name or
 an object) marks over-long prompts, and the tasks built inside the call read
 ``model_marks_beyond_window()``. The record lives exactly as long as the call, in a context

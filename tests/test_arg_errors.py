@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lm_eval_longctx import arg_errors, compat
+from lm_eval_longctx import arg_errors
+from lm_eval_longctx.compat import lmeval_cli
 
 LM_EVAL = str(Path(sys.executable).parent / "lm_eval")
 
@@ -150,9 +151,9 @@ def test_pretrained_that_is_a_file_names_its_folder(tmp_path):
     ],
 )
 def test_which_option_held_the_invalid_json(argv, found):
-    head, tail = compat.INVALID_JSON
-    assert compat._failed_json_option(f"{head}{{x{tail}", argv) == found
-    assert compat._failed_json_option("some other error", argv) is None
+    head, tail = lmeval_cli.INVALID_JSON
+    assert lmeval_cli.failed_json_option(f"{head}{{x{tail}", argv) == found
+    assert lmeval_cli.failed_json_option("some other error", argv) is None
 
 
 @pytest.mark.parametrize(

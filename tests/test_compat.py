@@ -1,22 +1,27 @@
-"""What each patch in lm_eval_longctx/compat.py relies on, checked against the installed versions.
+"""What each file of lm_eval_longctx/compat/ relies on, checked against the installed versions.
 
-compat.py was written for lm-eval 0.4.13 and transformers 5.23-5.24 (and runs on 4.57.6:
-scripts/test_tf4.sh runs this file there too). When a release changes
-an internal a patch depends on, the test of that patch fails with a message naming it.
+compat/ was written for lm-eval 0.4.13 and transformers 5.23-5.25 (and runs on 4.57.6:
+scripts/test_tf4.sh runs this file there too). When a release changes an internal that a patch,
+or hf-longctx's subclass of HFLM, depends on, the test of it fails with a message naming it.
 """
 
+import importlib
 import inspect
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 from conftest import llama_config_args
 
-from lm_eval_longctx import compat
+from lm_eval_longctx import _autoload, compat
+from lm_eval_longctx.compat import attention, lmeval_cli, lmeval_evaluator, lmeval_hf, lmeval_plugins, transformers_rotary
 
 pytestmark = pytest.mark.tf4  # also run under transformers 4.x (scripts/test_tf4.sh)
 
-CHANGED = "lm-eval changed since 0.4.13: {what}. Update lm_eval_longctx/compat.py ({patch}) and this test."
-CHANGED_TF = "transformers changed since 5.24: {what}. Update lm_eval_longctx/compat.py ({patch}) and this test."
+CHANGED = "lm-eval changed since 0.4.13: {what}. Update lm_eval_longctx/compat/ ({patch}) and this test."
+CHANGED_TF = "transformers changed since 5.25: {what}. Update lm_eval_longctx/compat/ ({patch}) and this test."
 
 
 def _params(function) -> list[str]:
@@ -24,7 +29,43 @@ def _params(function) -> list[str]:
     return list(inspect.signature(function).parameters)
 
 
-# --------------------------------------------------------------------------- lm-eval: plugins
+# --------------------------------------------------------------------------- the install table
+
+
+@pytest.mark.parametrize("patch", compat.PATCHES, ids=lambda patch: patch.function)
+def test_every_row_names_a_function_of_its_file_taking_the_module_it_patches(patch):
+    file, name = patch.function.rsplit(".", 1)
+    function = getattr(importlib.import_module(f"lm_eval_longctx.compat.{file}"), name, None)
+    assert callable(function), f"compat.PATCHES names {patch.function}, which does not exist"
+    assert len(_params(function)) == 1, f"{patch.function} must take the module it patches, and only it"
+    assert patch.hook or patch.installed_by, f"nothing installs {patch.function}"
+    importlib.import_module(patch.module)  # the module it patches exists in the installed lm-eval
+
+
+def test_the_start_up_hook_watches_exactly_the_modules_of_the_hooked_rows():
+    assert frozenset(_autoload.HOOKS) == compat.hooked_modules(), "update _autoload.HOOKS (and the .pth line) from compat.PATCHES"
+
+
+def test_with_the_hook_off_each_owner_installs_its_rows_when_imported():
+    # The direct-import path: importing an owner module installs what the table says, nothing else.
+    owners = sorted({owner for patch in compat.PATCHES for owner in patch.installed_by if not owner.endswith("Task")})
+    code = (
+        "import importlib, sys\n"
+        "from lm_eval_longctx import compat\n"
+        "ran = []\n"
+        "compat._run = lambda patch, module: ran.append((patch.function, module.__name__))\n"
+        f"for owner in {owners!r}:\n"
+        "    importlib.import_module(owner)\n"
+        "print(sorted(set(ran)))\n"
+    )
+    env = {**os.environ, "LM_EVAL_LONGCTX_NO_AUTOLOAD": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = sorted({(p.function, p.module) for p in compat.PATCHES if set(p.installed_by) & set(owners)})
+    assert done.stdout.strip().splitlines()[-1] == str(expected)
+
+
+# --------------------------------------------------------------------------- lmeval_plugins: lm-eval plugins
 
 
 def test_task_manager_init_takes_the_arguments_our_wrapper_passes_by_position():
@@ -41,7 +82,7 @@ def test_lm_eval_0_4_13_loads_no_plugins_so_our_patches_apply():
     import lm_eval.tasks.manager
 
     for module in (lm_eval.tasks.manager, lm_eval.api.registry):
-        assert not compat.loads_entry_points(module), CHANGED.format(
+        assert not lmeval_plugins.loads_entry_points(module), CHANGED.format(
             what=f"{module.__name__} now loads entry points itself (our hook steps aside; is that intended?)",
             patch="loads_entry_points",
         )
@@ -56,11 +97,11 @@ def test_model_registry_registers_lazily_and_knows_hf_by_its_three_names():
         what=f"model_registry.register takes {list(register)}, not target=", patch="register_model"
     )
     assert hasattr(model_registry, "__contains__"), CHANGED.format(what="model_registry has no 'in'", patch="register_model")
-    for name in compat.STOCK_HF_MODELS:
+    for name in lmeval_cli.STOCK_HF_MODELS:
         assert get_model(name) is HFLM, CHANGED.format(what=f"{name!r} is no longer HFLM", patch="STOCK_HF_MODELS")
 
 
-# --------------------------------------------------------------------------- lm-eval: the CLI
+# --------------------------------------------------------------------------- lmeval_cli: the CLI
 
 
 def test_harness_cli_parses_then_executes():
@@ -85,7 +126,7 @@ def test_invalid_json_error_text_is_the_one_we_recognise():
     value = '{"max_seq_lengths": [256],}'
     with pytest.raises(ValueError) as caught:
         try_parse_json(value)
-    head, tail = compat.INVALID_JSON
+    head, tail = lmeval_cli.INVALID_JSON
     assert str(caught.value) == f"{head}{value}{tail}", CHANGED.format(
         what=f"try_parse_json now says {str(caught.value)!r}", patch="INVALID_JSON"
     )
@@ -97,7 +138,7 @@ def test_model_args_and_metadata_are_parsed_by_merge_dict_action():
 
     run = HarnessCLI()._subparsers.choices["run"]
     by_flag = {flag: action for action in run._actions for flag in action.option_strings}
-    for flag, dest in compat.DICT_OPTIONS.items():
+    for flag, dest in lmeval_cli.DICT_OPTIONS.items():
         assert flag in by_flag and isinstance(by_flag[flag], MergeDictAction), CHANGED.format(
             what=f"{flag} is no longer read by MergeDictAction", patch="DICT_OPTIONS"
         )
@@ -116,7 +157,7 @@ def test_lm_eval_passes_batch_size_max_batch_size_and_device_to_the_model_itself
         CHANGED.format(what=f"EvaluatorConfig defaults changed: {defaults}", patch="OWN_MODEL_ARGS")
     )
     source = inspect.getsource(evaluator.simple_evaluate)
-    for name in compat.OWN_MODEL_ARGS:
+    for name in lmeval_cli.OWN_MODEL_ARGS:
         assert f'"{name}": {name}' in source, CHANGED.format(
             what=f"simple_evaluate no longer passes {name} beside model_args", patch="OWN_MODEL_ARGS"
         )
@@ -136,7 +177,7 @@ def test_open_progress_bars_are_listed_where_fail_closes_them():
 
     bar = tqdm.tqdm(total=3, disable=False)
     try:
-        assert bar in tqdm.tqdm._instances, "tqdm changed: open bars are no longer in tqdm._instances (compat.fail)"
+        assert bar in tqdm.tqdm._instances, "tqdm changed: open bars are no longer in tqdm._instances (lmeval_cli.fail)"
     finally:
         bar.close()
 
@@ -149,7 +190,7 @@ def test_fail_closes_open_bars_quiets_asyncio_and_exits_2(capsys):
     level = asyncio_logger.level
     try:
         with pytest.raises(SystemExit) as caught:
-            compat.fail("the message")
+            lmeval_cli.fail("the message")
         assert caught.value.code == 2
         assert bar not in tqdm.tqdm._instances  # closed: it will not redraw after our line
         assert asyncio_logger.level == logging.CRITICAL
@@ -159,7 +200,65 @@ def test_fail_closes_open_bars_quiets_asyncio_and_exits_2(capsys):
         bar.close()
 
 
-# --------------------------------------------------------------------------- lm-eval: one evaluation
+# --------------------------------------------------------------------------- lmeval_cli: the run command, reused
+
+
+def test_the_run_parser_is_lm_eval_s_and_executes_run():
+    import argparse
+
+    from lm_eval._cli.run import Run
+
+    parser = lmeval_cli.lm_eval_run_parser(argparse.ArgumentParser)
+    args = parser.parse_args(["--model_args", "pretrained=x,rope_scaling=dynamic:2", "--tasks", "a,b"])
+    assert args.func == Run._execute, CHANGED.format(what="the run parser no longer sets func=Run._execute", patch="run_lm_eval")
+    assert args.model_args == {"pretrained": "x", "rope_scaling": "dynamic:2"} and args.tasks == ["a", "b"]
+    assert not hasattr(args, "command"), CHANGED.format(what="the run parser sets 'command'", patch="sweep.run_args")
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("dynamic:2", "dynamic:2"), ("none", "none"), ('{"rope_type": "linear", "factor": 2}', {"rope_type": "linear", "factor": 2})],
+)
+def test_a_model_arg_gets_the_value_lm_eval_gives_it(text, value):
+    from lm_eval._cli.harness import HarnessCLI
+
+    assert lmeval_cli.model_arg_value("rope_scaling", text) == value
+    run = HarnessCLI()._subparsers.choices["run"]
+    parsed = run.parse_args(["--model_args", "pretrained=x", f"rope_scaling={text}", "--tasks", "t"]).model_args
+    assert parsed["rope_scaling"] == value, CHANGED.format(what=f"--model_args rope_scaling={text} gives {parsed}", patch="model_arg_value")
+
+
+def test_run_config_refuses_what_lm_eval_refuses_before_loading():
+    import argparse
+
+    parser = lmeval_cli.lm_eval_run_parser(argparse.ArgumentParser)
+    with pytest.raises(ValueError, match="Specify --output_path if providing --log_samples"):
+        lmeval_cli.run_config(parser.parse_args(["--tasks", "longctx_kv", "--log_samples"]))
+    with pytest.raises(ValueError, match="Tasks not found: no_such_task"):  # resolved as Run._execute resolves them
+        lmeval_cli.run_config(parser.parse_args(["--model_args", "pretrained=x", "--tasks", "longctx_kv,no_such_task"]))
+
+
+def test_simple_evaluate_builds_the_registered_model_through_get_model():
+    from lm_eval import evaluator
+    from lm_eval.api import registry
+
+    source = inspect.getsource(inspect.unwrap(evaluator.simple_evaluate))
+    assert "lm_eval.api.registry.get_model(model).create_from_arg_obj(" in source, CHANGED.format(
+        what="simple_evaluate no longer builds a named model with registry.get_model(model).create_from_arg_obj", patch="model_built_by"
+    )
+    built = []
+    original = registry.get_model
+    with lmeval_evaluator.model_built_by("hf-longctx", lambda args, extra: built.append((args, extra)) or "the loaded model"):
+        model = registry.get_model("hf-longctx")
+        assert model.create_from_arg_obj({"pretrained": "x"}, {"batch_size": 2, "device": None}) == "the loaded model"
+        assert model.create_from_arg_string("pretrained=y", {}) == "the loaded model"
+        assert model.marks_beyond_window is True  # the registered class's attributes
+        assert registry.get_model("hf") is original("hf")
+    assert built == [({"pretrained": "x"}, {"batch_size": 2}), ({"pretrained": "y"}, {})]
+    assert registry.get_model is original
+
+
+# --------------------------------------------------------------------------- lmeval_evaluator: one evaluation
 
 
 def test_simple_evaluate_builds_the_model_before_the_tasks_and_is_scoped():
@@ -173,7 +272,7 @@ def test_simple_evaluate_builds_the_model_before_the_tasks_and_is_scoped():
     assert -1 < built < loaded, CHANGED.format(
         what="simple_evaluate no longer builds the model before it loads the tasks", patch="scope_evaluations"
     )
-    compat.scope_evaluations()
+    lmeval_evaluator.scope_evaluations()
     assert evaluator.simple_evaluate.longctx_scoped and lm_eval.simple_evaluate is evaluator.simple_evaluate
 
 
@@ -186,8 +285,8 @@ def test_each_scoped_call_tells_its_tasks_whether_its_model_marks():
         marks_beyond_window = True
 
     module = types.SimpleNamespace(simple_evaluate=lambda model, **kwargs: window.model_marks_beyond_window())
-    compat.scope_evaluations(module)
-    compat.scope_evaluations(module)  # idempotent
+    lmeval_evaluator.scope_evaluations(module)
+    lmeval_evaluator.scope_evaluations(module)  # idempotent
     assert module.simple_evaluate.__wrapped__.__name__ == "<lambda>"
     assert module.simple_evaluate(Marking()) is True
     assert module.simple_evaluate(object()) is False
@@ -196,7 +295,7 @@ def test_each_scoped_call_tells_its_tasks_whether_its_model_marks():
     assert window.model_marks_beyond_window() is False
 
 
-# --------------------------------------------------------------------------- lm-eval: aggregation
+# --------------------------------------------------------------------------- lmeval_evaluator: aggregation
 
 
 class _Task:
@@ -213,20 +312,20 @@ class _Task:
 def test_same_count_warning_is_dropped_for_our_tasks_only(caplog, task, shown):
     from lm_eval import evaluator_utils
 
-    assert evaluator_utils.eval_logger.name == compat.SAME_COUNT_LOGGER, CHANGED.format(
+    assert evaluator_utils.eval_logger.name == lmeval_evaluator.SAME_COUNT_LOGGER, CHANGED.format(
         what=f"evaluator_utils logs on {evaluator_utils.eval_logger.name!r}", patch="SAME_COUNT_LOGGER"
     )
-    compat.quiet_same_count_warning()
-    compat.quiet_same_count_warning()  # idempotent
-    logger = logging.getLogger(compat.SAME_COUNT_LOGGER)
-    assert sum(isinstance(f, compat.SameCountWarningFilter) for f in logger.filters) == 1
+    lmeval_evaluator.quiet_same_count_warning()
+    lmeval_evaluator.quiet_same_count_warning()  # idempotent
+    logger = logging.getLogger(lmeval_evaluator.SAME_COUNT_LOGGER)
+    assert sum(isinstance(f, lmeval_evaluator.SameCountWarningFilter) for f in logger.filters) == 1
     raw = {("exact", "none"): [1.0, 0.0], ("exact_len_256", "none"): [1.0]}
-    with caplog.at_level(logging.WARNING, logger=compat.SAME_COUNT_LOGGER):
+    with caplog.at_level(logging.WARNING, logger=lmeval_evaluator.SAME_COUNT_LOGGER):
         evaluator_utils._compute_task_aggregations(_Task(task), raw, bootstrap_iters=0)
-    warned = [r.getMessage() for r in caplog.records if compat.SAME_COUNT_TEXT in r.getMessage()]
+    warned = [r.getMessage() for r in caplog.records if lmeval_evaluator.SAME_COUNT_TEXT in r.getMessage()]
     if shown:
         assert warned, CHANGED.format(
-            what=f"_compute_task_aggregations no longer warns {compat.SAME_COUNT_TEXT!r}", patch="SAME_COUNT_TEXT"
+            what=f"_compute_task_aggregations no longer warns {lmeval_evaluator.SAME_COUNT_TEXT!r}", patch="SAME_COUNT_TEXT"
         )
         assert warned[0].startswith(f"[{task}]"), CHANGED.format(
             what=f"the warning no longer starts with [task]: {warned[0]!r}", patch="SameCountWarningFilter"
@@ -247,8 +346,8 @@ def test_compute_task_aggregations_takes_task_and_raw_metrics_first():
 def test_cells_are_aggregated_over_their_own_documents_only():
     from lm_eval import evaluator_utils
 
-    compat.aggregate_cells_over_their_docs()
-    compat.aggregate_cells_over_their_docs()  # idempotent: wrapped once
+    lmeval_evaluator.aggregate_cells_over_their_docs()
+    lmeval_evaluator.aggregate_cells_over_their_docs()  # idempotent: wrapped once
     assert not getattr(evaluator_utils._compute_task_aggregations.__wrapped__, "longctx_cells", False)
     ours = _Task("longctx_kv")
     ours.longctx_cells = True
@@ -260,7 +359,55 @@ def test_cells_are_aggregated_over_their_own_documents_only():
     assert theirs["exact,none"] == 0.5
 
 
-# --------------------------------------------------------------------------- transformers: RoPE
+# --------------------------------------------------------------------------- lm-eval: HFLM, subclassed
+
+
+@pytest.mark.parametrize("name", sorted(lmeval_hf.OVERRIDDEN))
+def test_each_hflm_method_we_override_takes_the_parameters_it_took_in_0_4_13(name):
+    from lm_eval.models.huggingface import HFLM
+
+    got = _params(getattr(HFLM, name, None) or (lambda: None))
+    assert tuple(got) == lmeval_hf.OVERRIDDEN[name], CHANGED.format(
+        what=f"HFLM.{name} takes {got}, not {list(lmeval_hf.OVERRIDDEN[name])}", patch=f"lmeval_hf.OVERRIDDEN[{name!r}]"
+    )
+
+
+def test_every_hflm_member_hf_longctx_overrides_is_listed():
+    from lm_eval.models.huggingface import HFLM
+
+    from lm_eval_longctx.model import HFLongCtxLM
+
+    overridden = {
+        name for name, member in vars(HFLongCtxLM).items()
+        if hasattr(HFLM, name) and name != "__init__" and (inspect.isfunction(member) or isinstance(member, property))
+    }  # fmt: skip
+    listed = set(lmeval_hf.OVERRIDDEN) | set(lmeval_hf.OVERRIDDEN_PROPERTIES)
+    assert overridden <= listed, f"HFLongCtxLM overrides {sorted(overridden - listed)}: list them in compat/lmeval_hf.py"
+    for name in lmeval_hf.OVERRIDDEN_PROPERTIES:
+        assert isinstance(inspect.getattr_static(HFLM, name), property), CHANGED.format(
+            what=f"HFLM.{name} is no longer a property", patch="lmeval_hf.OVERRIDDEN_PROPERTIES"
+        )
+    init = _params(HFLM.__init__)
+    for name in lmeval_hf.INIT_ARGUMENTS:
+        assert name in init, CHANGED.format(what=f"HFLM.__init__ takes no {name}", patch="lmeval_hf.INIT_ARGUMENTS")
+
+
+def test_a_built_hflm_has_the_attributes_we_read(tiny_model_dir):
+    from lm_eval.models.huggingface import HFLM
+
+    hflm = HFLM(pretrained=tiny_model_dir, device="cpu", dtype="float32")
+    missing = [name for name in lmeval_hf.ATTRIBUTES if not hasattr(hflm, name)]
+    assert not missing, CHANGED.format(what=f"a built HFLM has no {missing}", patch="lmeval_hf.ATTRIBUTES")
+
+
+@pytest.mark.parametrize("path", sorted(lmeval_hf.HELPERS))
+def test_each_lm_eval_helper_we_call_takes_the_parameters_it_took_in_0_4_13(path):
+    module, name = path.rsplit(".", 1)
+    got = _params(getattr(importlib.import_module(module), name))
+    assert tuple(got) == lmeval_hf.HELPERS[path], CHANGED.format(what=f"{path} takes {got}", patch="lmeval_hf.HELPERS")
+
+
+# --------------------------------------------------------------------------- transformers_rotary and attention
 
 
 def _rotary(rope_type: str):
@@ -316,8 +463,7 @@ def test_forward_recomputes_inv_freq_only_while_rope_type_is_dynamic():
 def test_fixed_ntk_base_keeps_the_prompt_base_and_restores_the_module():
     import torch
 
-    from lm_eval_longctx.compat import fixed_ntk_base
-
+    fixed_ntk_base = transformers_rotary.fixed_ntk_base
     rotary = _rotary("dynamic")
     model = torch.nn.Sequential(rotary)
     with fixed_ntk_base(model, 128):
@@ -326,7 +472,6 @@ def test_fixed_ntk_base_keeps_the_prompt_base_and_restores_the_module():
         assert torch.equal(rotary.inv_freq, inside) and rotary.rope_type == "default"
     assert not torch.equal(inside, rotary.original_inv_freq)  # 128 > 64 native: a larger base
     assert rotary.rope_type == "dynamic" and torch.equal(rotary.inv_freq, rotary.original_inv_freq)
-
 
 
 def test_attention_kernels_are_looked_up_per_call_with_the_arguments_end_aligned_chunks_read(tiny_model_dir):
@@ -365,123 +510,6 @@ def test_attention_kernels_are_looked_up_per_call_with_the_arguments_end_aligned
     got = [seen[0], seen[-1]]
     want = [((1, heads, 4, dim), (1, kv_heads, 4, dim), dim**-0.5), ((1, heads, 2, dim), (1, kv_heads, 6, dim), dim**-0.5)]
     assert got == want, CHANGED_TF.format(what=f"attention kernel arguments are {got}", patch=patch)
-    with compat.end_aligned_causal_chunks():
+    with attention.end_aligned_causal_chunks():
         assert ALL_ATTENTION_FUNCTIONS["sdpa"] is not stock
     assert ALL_ATTENTION_FUNCTIONS["sdpa"] is stock
-
-
-# --------------------------------------------------------------------------- transformers: RoPE in place
-
-
-def _llama(rope_parameters):
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        vocab_size=64, max_position_embeddings=64, **llama_config_args(rope_parameters=rope_parameters),
-    )  # fmt: skip
-
-
-def test_a_weightless_skeleton_computes_the_buffers_a_built_model_has():
-    import torch
-    from accelerate import init_empty_weights
-    from transformers import LlamaForCausalLM
-
-    assert "include_buffers" in inspect.signature(init_empty_weights).parameters, CHANGED_TF.format(
-        what="accelerate.init_empty_weights has no include_buffers", patch="DerivedState.of"
-    )
-    config = _llama({"rope_type": "yarn", "factor": 2.0, "rope_theta": 5e5, "original_max_position_embeddings": 64})
-    built = LlamaForCausalLM(config)
-    state = compat.DerivedState.of(LlamaForCausalLM, config)
-    assert state.problem_with(built) is None
-    for name, module in built.named_modules():
-        kept = {k: v for k, v in module._buffers.items() if k in module._non_persistent_buffers_set}
-        assert kept.keys() == state.buffers[name].keys(), CHANGED_TF.format(
-            what=f"{name}'s non-persistent buffers differ in a weightless skeleton", patch="DerivedState"
-        )
-        for key, value in kept.items():
-            assert torch.equal(value, state.buffers[name][key]), CHANGED_TF.format(
-                what=f"{name}.{key} is computed differently without weights", patch="DerivedState"
-            )
-    rotary = built.model.rotary_emb
-    assert rotary._non_persistent_buffers_set, CHANGED_TF.format(
-        what="the rotary module keeps inv_freq in no non-persistent buffer", patch="DerivedState.put_on"
-    )
-    assert state.attributes["model.rotary_emb"]["attention_scaling"] == rotary.attention_scaling != 1.0
-
-
-def test_for_a_llama_rope_state_lives_only_in_modules_with_non_persistent_buffers():
-    # put_on replaces the whole state of those modules; anywhere else it copies only what differs.
-    from transformers import LlamaForCausalLM
-
-    linear = compat.DerivedState.of(LlamaForCausalLM, _llama({"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}))
-    yarn = compat.DerivedState.of(
-        LlamaForCausalLM,
-        _llama({"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4, "original_max_position_embeddings": 64}),
-    )
-    differing = {
-        name for name, attributes in linear.attributes.items()
-        if attributes.keys() != yarn.attributes[name].keys()
-        or not all(compat._same(value, yarn.attributes[name][key]) for key, value in attributes.items())
-    }  # fmt: skip
-    assert differing == {"model.rotary_emb"}, CHANGED_TF.format(
-        what=f"RoPE settings now change state of {sorted(differing)}", patch="DerivedState"
-    )
-
-
-# --------------------------------------------------------------------------- lm-eval: the run command, reused
-
-
-def test_the_run_parser_is_lm_eval_s_and_executes_run():
-    import argparse
-
-    from lm_eval._cli.run import Run
-
-    parser = compat.lm_eval_run_parser(argparse.ArgumentParser)
-    args = parser.parse_args(["--model_args", "pretrained=x,rope_scaling=dynamic:2", "--tasks", "a,b"])
-    assert args.func == Run._execute, CHANGED.format(what="the run parser no longer sets func=Run._execute", patch="run_lm_eval")
-    assert args.model_args == {"pretrained": "x", "rope_scaling": "dynamic:2"} and args.tasks == ["a", "b"]
-    assert not hasattr(args, "command"), CHANGED.format(what="the run parser sets 'command'", patch="sweep.run_args")
-
-
-@pytest.mark.parametrize(
-    ("text", "value"),
-    [("dynamic:2", "dynamic:2"), ("none", "none"), ('{"rope_type": "linear", "factor": 2}', {"rope_type": "linear", "factor": 2})],
-)
-def test_a_model_arg_gets_the_value_lm_eval_gives_it(text, value):
-    from lm_eval._cli.harness import HarnessCLI
-
-    assert compat.model_arg_value("rope_scaling", text) == value
-    run = HarnessCLI()._subparsers.choices["run"]
-    parsed = run.parse_args(["--model_args", "pretrained=x", f"rope_scaling={text}", "--tasks", "t"]).model_args
-    assert parsed["rope_scaling"] == value, CHANGED.format(what=f"--model_args rope_scaling={text} gives {parsed}", patch="model_arg_value")
-
-
-def test_run_config_refuses_what_lm_eval_refuses_before_loading():
-    import argparse
-
-    parser = compat.lm_eval_run_parser(argparse.ArgumentParser)
-    with pytest.raises(ValueError, match="Specify --output_path if providing --log_samples"):
-        compat.run_config(parser.parse_args(["--tasks", "longctx_kv", "--log_samples"]))
-    with pytest.raises(ValueError, match="Tasks not found: no_such_task"):  # resolved as Run._execute resolves them
-        compat.run_config(parser.parse_args(["--model_args", "pretrained=x", "--tasks", "longctx_kv,no_such_task"]))
-
-
-def test_simple_evaluate_builds_the_registered_model_through_get_model():
-    from lm_eval import evaluator
-    from lm_eval.api import registry
-
-    source = inspect.getsource(inspect.unwrap(evaluator.simple_evaluate))
-    assert "lm_eval.api.registry.get_model(model).create_from_arg_obj(" in source, CHANGED.format(
-        what="simple_evaluate no longer builds a named model with registry.get_model(model).create_from_arg_obj", patch="model_built_by"
-    )
-    built = []
-    original = registry.get_model
-    with compat.model_built_by("hf-longctx", lambda args, extra: built.append((args, extra)) or "the loaded model"):
-        model = registry.get_model("hf-longctx")
-        assert model.create_from_arg_obj({"pretrained": "x"}, {"batch_size": 2, "device": None}) == "the loaded model"
-        assert model.create_from_arg_string("pretrained=y", {}) == "the loaded model"
-        assert model.marks_beyond_window is True  # the registered class's attributes
-        assert registry.get_model("hf") is original("hf")
-    assert built == [({"pretrained": "x"}, {"batch_size": 2}), ({"pretrained": "y"}, {})]
-    assert registry.get_model is original

@@ -5,14 +5,15 @@ import logging
 import pytest
 import torch
 
-from lm_eval_longctx import compat_trustrun, cpu_batch
+from lm_eval_longctx import cpu_batch
+from lm_eval_longctx.compat import lmeval_hf
 
 
 @pytest.fixture
 def auto_hflm(tiny_model_dir, monkeypatch):
     from lm_eval.models.huggingface import HFLM
 
-    compat_trustrun.plan_cpu_batches(HFLM)
+    lmeval_hf.plan_cpu_batches(HFLM)
     lm = HFLM(pretrained=tiny_model_dir, device="cpu", batch_size="auto:4", max_batch_size=64)
 
     def no_forward(*args, **kwargs):
@@ -64,5 +65,5 @@ def test_other_devices_keep_lm_eval_s_probe():
         def _detect_batch_size(self, requests=None, pos=0):
             return 7
 
-    compat_trustrun.plan_cpu_batches(Probing)
+    lmeval_hf.plan_cpu_batches(Probing)
     assert Probing()._detect_batch_size() == 7

@@ -8,15 +8,16 @@ in the other major version's layout.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tiny_llama
+from conftest import llama_config_args, make_tiny_llama
 from lm_eval.api.instance import Instance
 
-from lm_eval_longctx import compat, window
+from lm_eval_longctx import rope_switch, window
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.model import HFLongCtxLM
 
@@ -200,7 +201,7 @@ def test_a_model_whose_modules_differ_from_its_class_is_refused(model_dir, fresh
     assert_equal_runs(run_everything(lm), fresh_runs["llama3"], "after a refused switch")
 
 
-# --- compat.DerivedState on a toy model class: which state it replaces, which it keeps -----------
+# --- rope_switch.DerivedState on a toy model class: which state it replaces, which it keeps -----------
 
 
 class ToyConfig:
@@ -236,7 +237,7 @@ def test_derived_state_replaces_what_the_setting_derives_and_keeps_the_rest():
     model.rotary.long_inv_freq = torch.ones(4)  # a cache a forward left behind
     model.rotary._hf_hook = "hook"  # what accelerate attaches
     model.attn.layer_idx = 5  # changed after construction, not by RoPE: kept
-    before, after = compat.DerivedState.of(Toy, ToyConfig(1.0)), compat.DerivedState.of(Toy, ToyConfig(4.0))
+    before, after = rope_switch.DerivedState.of(Toy, ToyConfig(1.0)), rope_switch.DerivedState.of(Toy, ToyConfig(4.0))
     assert after.problem_with(model) is None
     after.put_on(model, before)
     assert torch.equal(model.rotary.inv_freq, torch.arange(4.0) / 4) and model.rotary.rope_type == "x4.0"
@@ -248,11 +249,71 @@ def test_derived_state_replaces_what_the_setting_derives_and_keeps_the_rest():
 
 def test_derived_state_keeps_the_loaded_buffer_s_dtype():
     model = Toy(ToyConfig(1.0)).to(torch.bfloat16)
-    compat.DerivedState.of(Toy, ToyConfig(2.0)).put_on(model, compat.DerivedState.of(Toy, ToyConfig(1.0)))
+    rope_switch.DerivedState.of(Toy, ToyConfig(2.0)).put_on(model, rope_switch.DerivedState.of(Toy, ToyConfig(1.0)))
     assert model.rotary.inv_freq.dtype == torch.bfloat16
 
 
 def test_a_class_that_cannot_be_built_from_its_config_is_refused():
     with pytest.raises(LongCtxError, match=r"Toy cannot be rebuilt from its config .* run each RoPE setting as its own"):
-        compat.DerivedState.of(Toy, None)
+        rope_switch.DerivedState.of(Toy, None)
 
+
+# --- what DerivedState relies on in transformers and accelerate: fails naming what changed ---------
+
+CHANGED_TF = "transformers changed since 5.25: {what}. Update lm_eval_longctx/rope_switch.py ({patch}) and this test."
+
+
+def _llama(rope_parameters):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=64, max_position_embeddings=64, **llama_config_args(rope_parameters=rope_parameters),
+    )  # fmt: skip
+
+
+def test_a_weightless_skeleton_computes_the_buffers_a_built_model_has():
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import LlamaForCausalLM
+
+    assert "include_buffers" in inspect.signature(init_empty_weights).parameters, CHANGED_TF.format(
+        what="accelerate.init_empty_weights has no include_buffers", patch="DerivedState.of"
+    )
+    config = _llama({"rope_type": "yarn", "factor": 2.0, "rope_theta": 5e5, "original_max_position_embeddings": 64})
+    built = LlamaForCausalLM(config)
+    state = rope_switch.DerivedState.of(LlamaForCausalLM, config)
+    assert state.problem_with(built) is None
+    for name, module in built.named_modules():
+        kept = {k: v for k, v in module._buffers.items() if k in module._non_persistent_buffers_set}
+        assert kept.keys() == state.buffers[name].keys(), CHANGED_TF.format(
+            what=f"{name}'s non-persistent buffers differ in a weightless skeleton", patch="DerivedState"
+        )
+        for key, value in kept.items():
+            assert torch.equal(value, state.buffers[name][key]), CHANGED_TF.format(
+                what=f"{name}.{key} is computed differently without weights", patch="DerivedState"
+            )
+    rotary = built.model.rotary_emb
+    assert rotary._non_persistent_buffers_set, CHANGED_TF.format(
+        what="the rotary module keeps inv_freq in no non-persistent buffer", patch="DerivedState.put_on"
+    )
+    assert state.attributes["model.rotary_emb"]["attention_scaling"] == rotary.attention_scaling != 1.0
+
+
+def test_for_a_llama_rope_state_lives_only_in_modules_with_non_persistent_buffers():
+    # put_on replaces the whole state of those modules; anywhere else it copies only what differs.
+    from transformers import LlamaForCausalLM
+
+    linear = rope_switch.DerivedState.of(LlamaForCausalLM, _llama({"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}))
+    yarn = rope_switch.DerivedState.of(
+        LlamaForCausalLM,
+        _llama({"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4, "original_max_position_embeddings": 64}),
+    )
+    differing = {
+        name for name, attributes in linear.attributes.items()
+        if attributes.keys() != yarn.attributes[name].keys()
+        or not all(rope_switch._same(value, yarn.attributes[name][key]) for key, value in attributes.items())
+    }  # fmt: skip
+    assert differing == {"model.rotary_emb"}, CHANGED_TF.format(
+        what=f"RoPE settings now change state of {sorted(differing)}", patch="DerivedState"
+    )

@@ -266,7 +266,7 @@ def test_ctrl_c_keeps_what_finished_and_resume_finishes_into_the_same_folder(
         "--include_path", task_dir, "--tasks", "longctx_kv", "--device", "cpu", "--log_samples",
         "--metadata", '{"max_seq_lengths": [240], "depths": [0.5], "num_samples": 1}', "--output_path", str(out),
     ]  # fmt: skip
-    real = sweep.compat.run_lm_eval
+    real = sweep.lmeval_cli.run_lm_eval
     ran = []
 
     def stop_in_the_second(args):
@@ -277,7 +277,7 @@ def test_ctrl_c_keeps_what_finished_and_resume_finishes_into_the_same_folder(
             raise KeyboardInterrupt
         return real(args)
 
-    monkeypatch.setattr(sweep.compat, "run_lm_eval", stop_in_the_second)
+    monkeypatch.setattr(sweep.lmeval_cli, "run_lm_eval", stop_in_the_second)
     assert in_process(argv) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == (
