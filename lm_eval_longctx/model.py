@@ -23,7 +23,6 @@ prompts are cut from the left, and dynamic NTK scores depend on what ran before.
 from __future__ import annotations
 
 import copy
-import importlib.metadata
 import importlib.util
 import logging
 from collections import defaultdict
@@ -34,7 +33,8 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import has_bos_prefix, normalize_gen_kwargs
 from tqdm import tqdm
 
-from lm_eval_longctx import compat, generation, model_args, rope, rope_switch, window
+from lm_eval_longctx import compat, generation, model_args, model_info, rope, rope_switch, window
+from lm_eval_longctx.model_info import cuda_devices_of  # noqa: F401  (read from here by callers)
 from lm_eval_longctx.compat.transformers_rotary import fixed_ntk_base
 from lm_eval_longctx.errors import LongCtxError
 
@@ -53,13 +53,6 @@ def runtime_defaults(device, dtype, attn_implementation, *, cuda: bool, flash_at
         half = str(dtype).removeprefix("torch.") in ("bfloat16", "float16")
         attn_implementation = "flash_attention_2" if on_gpu and half and flash_attn else "sdpa"
     return device, dtype, attn_implementation
-
-
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 class HFLongCtxLM(HFLM):
@@ -207,9 +200,8 @@ class HFLongCtxLM(HFLM):
         self.beyond_window_count = 0
         self._auto_batch_size = None
         self.batch_sizes = {}  # HFLM's batch_size=auto schedule
-        if torch.cuda.is_available() and hasattr(self, "_model"):
-            for device in cuda_devices_of(self.model, self.device):
-                torch.cuda.reset_peak_memory_stats(device)
+        if hasattr(self, "_model"):
+            model_info.reset_peak_memory(self.model, self.device)
 
     @property
     def max_length(self) -> int:
@@ -385,49 +377,12 @@ class HFLongCtxLM(HFLM):
 
     def get_model_info(self) -> dict:
         info = super().get_model_info()
-        config = self.model.config
-        info["longctx"] = {
-            "rope_parameters": rope.rope_parameters_of(config.to_dict()),
-            "rope_args": {k: v if v is None or isinstance(v, (str, int, float, dict)) else repr(v)
-                          for k, v in self._rope_args.items()},  # as typed, JSON-safe
-            "native_window": self.rope_setup.native_window,
-            "effective_window": self.rope_setup.effective_window,
-            "max_length": self.max_length,
-            "dynamic_ntk": "per-request rotation from its prompt length, fixed while decoding" if self.dynamic_ntk else None,
-            "beyond_window_requests": self.beyond_window_count,
-            "attn_implementation": getattr(config, "_attn_implementation", None),
-            "dtype": str(self.model.dtype).removeprefix("torch."),
-            "device": str(self.device),
-            "versions": {name: _version(name) for name in ("torch", "transformers", "lm_eval", "lm_eval_longctx")},
-        }
-        devices = cuda_devices_of(self.model, self.device) if torch.cuda.is_available() else []
-        if devices:
-            # Peak over the whole run (model load and every request) on every GPU the model spans
-            # (several with parallelize=True), for memory reports.
-            info["longctx"]["peak_gpu_memory_gib"] = {d: _gib(torch.cuda.max_memory_allocated(d)) for d in devices}
-            info["longctx"]["peak_gpu_memory_reserved_gib"] = {d: _gib(torch.cuda.max_memory_reserved(d)) for d in devices}
+        info["longctx"] = model_info.longctx_info(
+            self.model, self.device, self._rope_args, self.rope_setup, self.max_length, self.beyond_window_count,
+            self.dynamic_ntk,
+        )
         return info
 
-
-def _gib(n_bytes: int) -> float:
-    return round(n_bytes / 2**30, 3)
-
-
-def cuda_devices_of(model, device) -> list[str]:
-    """Return the CUDA devices holding ``model`` (``["cuda:0", "cuda:1"]``), in index order.
-
-    With ``parallelize=True`` accelerate's ``hf_device_map`` names them (an int is a GPU index;
-    "cpu" and "disk" offload are not GPUs); otherwise the model sits on ``device``.
-    """
-    placed = list((getattr(model, "hf_device_map", None) or {}).values()) or [device]
-    names = set()
-    for where in placed:
-        name = f"cuda:{where}" if isinstance(where, int) else str(where)
-        if name == "cuda":
-            name = f"cuda:{torch.cuda.current_device()}"
-        if name.startswith("cuda:"):
-            names.add(name)
-    return sorted(names, key=lambda name: int(name.split(":")[1]))
 
 
 # The start-up hook (or the "lm_eval.models" entry point) already named us and scoped lm-eval's
