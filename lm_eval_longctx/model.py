@@ -33,13 +33,13 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import has_bos_prefix, normalize_gen_kwargs
 from tqdm import tqdm
 
-from lm_eval_longctx import compat, generation, model_args, model_info, rope, rope_switch, window
+from lm_eval_longctx import compat, generation, model_args, model_info, rope, rope_config, rope_switch, window
 from lm_eval_longctx.model_info import cuda_devices_of  # noqa: F401  (read from here by callers)
 from lm_eval_longctx.compat.transformers_rotary import fixed_ntk_base
 from lm_eval_longctx.errors import LongCtxError
 
 logger = logging.getLogger(__name__)
-ROPE_LAYOUT = rope.layout_read_by(transformers.__version__)  # rope_parameters (5.x) or rope_scaling (4.x)
+ROPE_LAYOUT = rope_config.layout_read_by(transformers.__version__)  # rope_parameters (5.x) or rope_scaling (4.x)
 
 
 def runtime_defaults(device, dtype, attn_implementation, *, cuda: bool, flash_attn: bool):
@@ -153,19 +153,19 @@ class HFLongCtxLM(HFLM):
         changing nothing, when the setting does not fit this model or cannot be put on it in place."""
         spec, theta = rope.parse_rope_args(rope_scaling, rope_theta)
         if self._checkpoint_config is None:  # a built model: its rotary frequencies are fixed as they are
-            setup = rope.merge_rope(self._config.to_dict())
+            setup = rope_config.merge_rope(self._config.to_dict())
         else:
-            setup = rope.merge_rope(self._checkpoint_config, spec, theta, ROPE_LAYOUT)
+            setup = rope_config.merge_rope(self._checkpoint_config, spec, theta, ROPE_LAYOUT)
             if hasattr(self, "_model"):
                 self._put_rope_on_model(setup)
-            rope.put_on_config(self._config, self._checkpoint_config, setup)
+            rope_config.put_on_config(self._config, self._checkpoint_config, setup)
         self.rope_setup = setup
         self._rope_args = {"rope_scaling": rope_scaling, "rope_theta": rope_theta}
 
-    def _put_rope_on_model(self, setup: rope.RopeSetup) -> None:
+    def _put_rope_on_model(self, setup: rope_config.RopeSetup) -> None:
         model = self.model
         config = copy.deepcopy(model.config)
-        rope.put_on_config(config, self._checkpoint_config, setup)
+        rope_config.put_on_config(config, self._checkpoint_config, setup)
         after = rope_switch.DerivedState.of(type(model), config)  # what a fresh load of this setting derives
         before = self._derived or rope_switch.DerivedState.of(type(model), model.config)
         problem = after.problem_with(model)
@@ -174,7 +174,7 @@ class HFLongCtxLM(HFLM):
                 f"the loaded {type(model).__name__} cannot switch RoPE settings in place: {problem}. Run each "
                 "setting as its own lm_eval --model hf-longctx run."
             )
-        rope.put_on_config(model.config, self._checkpoint_config, setup)
+        rope_config.put_on_config(model.config, self._checkpoint_config, setup)
         after.put_on(model, before)
         self._derived = after
 

@@ -12,19 +12,19 @@ import importlib.metadata
 
 import torch
 
-from lm_eval_longctx import rope
+from lm_eval_longctx import rope_config
 
 DYNAMIC_NTK = "per-request rotation from its prompt length, fixed while decoding"
 VERSIONED = ("torch", "transformers", "lm_eval", "lm_eval_longctx")
 
 
 def longctx_info(
-    model, device, rope_args: dict, setup: rope.RopeSetup, max_length: int, beyond_window: int, dynamic_ntk: bool
+    model, device, rope_args: dict, setup: rope_config.RopeSetup, max_length: int, beyond_window: int, dynamic_ntk: bool
 ) -> dict:
     """Return the ``longctx`` section of the results' model config for a loaded ``model``."""
     config = model.config
     info = {
-        "rope_parameters": rope.rope_parameters_of(config.to_dict()),
+        "rope_parameters": rope_config.rope_parameters_of(config.to_dict()),
         "rope_args": {k: v if v is None or isinstance(v, (str, int, float, dict)) else repr(v)
                       for k, v in rope_args.items()},  # as typed, JSON-safe
         "native_window": setup.native_window,

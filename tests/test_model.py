@@ -20,7 +20,7 @@ from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from lm_eval_longctx import rope, window
+from lm_eval_longctx import rope, rope_config, window
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.model import HFLongCtxLM, cuda_devices_of, fixed_ntk_base, runtime_defaults
 
@@ -50,7 +50,7 @@ def either_family_dir(request, tiny_model_dir, sp_tokenizer_dir, tmp_path_factor
 
 def rope_parameters(model) -> dict:
     """Return the built model's RoPE settings in one form on both versions (5.x form, rope_theta inside)."""
-    return rope.rope_parameters_of(model.config.to_dict())
+    return rope_config.rope_parameters_of(model.config.to_dict())
 
 
 def load(model_dir, **model_args) -> HFLongCtxLM:
@@ -81,7 +81,7 @@ def ll_request(n_context, seed):
 def stock_model(model_dir, spec):
     """A fresh stock transformers model with the same merged config: the per-request reference."""
     config = transformers.AutoConfig.from_pretrained(model_dir)
-    for key, value in rope.merge_rope(config.to_dict(), rope.parse_rope_scaling(spec)).config_updates.items():
+    for key, value in rope_config.merge_rope(config.to_dict(), rope.parse_rope_scaling(spec)).config_updates.items():
         setattr(config, key, value)
     model = transformers.AutoModelForCausalLM.from_pretrained(
         model_dir, config=config, dtype=torch.float32, attn_implementation="sdpa"

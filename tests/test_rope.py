@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from lm_eval_longctx import rope
+from lm_eval_longctx import rope, rope_config
 from lm_eval_longctx.errors import LongCtxError
 
 pytestmark = pytest.mark.tf4  # also run under transformers 4.x (scripts/test.sh)
@@ -214,7 +214,7 @@ def test_a_factor_of_one_warns_that_it_extends_nothing(caplog):
 
 def test_a_window_past_any_run_is_refused_naming_the_window():
     with pytest.raises(LongCtxError) as caught:
-        rope.merge_rope(V5_LLAMA, rope.parse_rope_scaling("linear:1e6"))
+        rope_config.merge_rope(V5_LLAMA, rope.parse_rope_scaling("linear:1e6"))
     message = str(caught.value)
     assert "gives a window of 4,096,000,000 tokens, past the 16,777,216 any run could use" in message
     assert "(e.g. 32 for 131072 tokens)" in message and "Write it like rope_scaling=linear:4" in message
@@ -243,7 +243,7 @@ V5_LLAMA = {
 
 
 def test_v5_yarn_keeps_theta_fills_original_and_stretches_window():
-    setup = rope.merge_rope(V5_LLAMA, rope.parse_rope_scaling("yarn:4"))
+    setup = rope_config.merge_rope(V5_LLAMA, rope.parse_rope_scaling("yarn:4"))
     assert setup.config_updates == {
         "rope_parameters": {
             "rope_type": "yarn",
@@ -258,7 +258,7 @@ def test_v5_yarn_keeps_theta_fills_original_and_stretches_window():
 
 def test_v5_dynamic_keeps_max_positions_native():
     # transformers' dynamic-NTK formula reads max_position_embeddings as the native length.
-    setup = rope.merge_rope(V5_LLAMA, rope.parse_rope_scaling("dynamic:2"))
+    setup = rope_config.merge_rope(V5_LLAMA, rope.parse_rope_scaling("dynamic:2"))
     assert setup.config_updates["max_position_embeddings"] == 4096
     assert setup.config_updates["rope_parameters"] == {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 500000.0}
     assert setup.effective_window == 8192
@@ -266,7 +266,7 @@ def test_v5_dynamic_keeps_max_positions_native():
 
 def test_v5_theta_override_and_partial_rotary_kept():
     config = {**V5_LLAMA, "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}}
-    setup = rope.merge_rope(config, rope.parse_rope_scaling("linear:2"), 5e5)
+    setup = rope_config.merge_rope(config, rope.parse_rope_scaling("linear:2"), 5e5)
     assert setup.rope_parameters == {
         "rope_type": "linear",
         "factor": 2.0,
@@ -282,13 +282,13 @@ def test_v5_phi3_style_top_level_original_is_updated_too():
         "max_position_embeddings": 131072,
         "rope_parameters": {"rope_type": "default", "rope_theta": 1e4},
     }
-    setup = rope.merge_rope(config, rope.parse_rope_scaling("yarn:2"))
+    setup = rope_config.merge_rope(config, rope.parse_rope_scaling("yarn:2"))
     assert setup.config_updates["original_max_position_embeddings"] == 4096
     assert (setup.native_window, setup.effective_window) == (4096, 8192)
 
 
 def test_v5_explicit_orig_wins_over_the_config():
-    setup = rope.merge_rope(V5_LLAMA, rope.parse_rope_scaling("yarn:4:orig=2048"))
+    setup = rope_config.merge_rope(V5_LLAMA, rope.parse_rope_scaling("yarn:4:orig=2048"))
     assert setup.rope_parameters["original_max_position_embeddings"] == 2048
     assert setup.effective_window == 8192
 
@@ -306,7 +306,7 @@ def test_v5_none_drops_shipped_scaling_back_to_native():
             "original_max_position_embeddings": 8192,
         },
     }
-    setup = rope.merge_rope(llama31, rope.parse_rope_scaling("none"))
+    setup = rope_config.merge_rope(llama31, rope.parse_rope_scaling("none"))
     assert setup.config_updates == {
         "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0},
         "max_position_embeddings": 8192,
@@ -317,14 +317,14 @@ def test_v5_none_drops_shipped_scaling_back_to_native():
 def test_no_args_changes_nothing_and_window_is_the_config_s():
     llama31 = {**V5_LLAMA, "max_position_embeddings": 131072}
     llama31["rope_parameters"] = {"rope_type": "llama3", "rope_theta": 5e5, "original_max_position_embeddings": 8192}
-    setup = rope.merge_rope(llama31)
+    setup = rope_config.merge_rope(llama31)
     assert setup.config_updates == {}
     assert (setup.native_window, setup.effective_window) == (8192, 131072)
 
 
 def test_theta_only_keeps_the_checkpoint_scaling_and_window():
     shipped = {**V5_LLAMA, "rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}}
-    setup = rope.merge_rope(shipped, None, 5e5)
+    setup = rope_config.merge_rope(shipped, None, 5e5)
     assert setup.config_updates == {"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 5e5}}
     assert setup.effective_window == 4096
 
@@ -332,9 +332,9 @@ def test_theta_only_keeps_the_checkpoint_scaling_and_window():
 def test_longrope_lists_must_match_the_rotary_dimension():
     # head_dim 16 -> 8 frequency pairs
     with pytest.raises(LongCtxError, match="short_factor has 2 numbers; this model's rotary dimension needs 8"):
-        rope.merge_rope(V5_LLAMA, rope.parse_rope_scaling("longrope:4:short=1/1:long=2/2"))
+        rope_config.merge_rope(V5_LLAMA, rope.parse_rope_scaling("longrope:4:short=1/1:long=2/2"))
     ones = "/".join(["1"] * 8)
-    setup = rope.merge_rope(V5_LLAMA, rope.parse_rope_scaling(f"longrope:4:short={ones}:long={ones}"))
+    setup = rope_config.merge_rope(V5_LLAMA, rope.parse_rope_scaling(f"longrope:4:short={ones}:long={ones}"))
     assert setup.rope_parameters["original_max_position_embeddings"] == 4096
 
 
@@ -342,15 +342,15 @@ def test_original_missing_and_not_derivable():
     no_window = {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4}, "hidden_size": 64}
     problem = r"no max_position_embeddings to scale; add orig=N \(e.g. yarn:4:orig=4096\)"
     with pytest.raises(LongCtxError, match=problem):
-        rope.merge_rope(no_window, rope.parse_rope_scaling("yarn:4"))
-    assert rope.merge_rope(no_window, rope.parse_rope_scaling("yarn:4:orig=1024")).effective_window == 4096
+        rope_config.merge_rope(no_window, rope.parse_rope_scaling("yarn:4"))
+    assert rope_config.merge_rope(no_window, rope.parse_rope_scaling("yarn:4:orig=1024")).effective_window == 4096
 
 
 def test_model_without_rope_refuses_a_spec():
     gpt2 = {"model_type": "gpt2", "n_positions": 1024}
     with pytest.raises(LongCtxError, match=r"rope_scaling=.*no RoPE settings.*Leave rope_scaling and rope_theta out"):
-        rope.merge_rope(gpt2, rope.parse_rope_scaling("linear:2"))
-    assert rope.merge_rope(gpt2).config_updates == {}
+        rope_config.merge_rope(gpt2, rope.parse_rope_scaling("linear:2"))
+    assert rope_config.merge_rope(gpt2).config_updates == {}
 
 
 def test_per_layer_rope_is_refused_clearly():
@@ -363,9 +363,9 @@ def test_per_layer_rope_is_refused_clearly():
         },
     }
     with pytest.raises(LongCtxError, match="one RoPE setting per layer type"):
-        rope.merge_rope(gemma3, None, 1e6)
+        rope_config.merge_rope(gemma3, None, 1e6)
     with pytest.raises(LongCtxError, match="one RoPE setting per layer type"):
-        rope.merge_rope(gemma3, rope.parse_rope_scaling("linear:2"))
+        rope_config.merge_rope(gemma3, rope.parse_rope_scaling("linear:2"))
 
 
 # --- merging into a config, transformers 4.4x shape (rope_scaling + top-level rope_theta) -------
@@ -422,7 +422,7 @@ V4_EXPECTED = {
 @pytest.mark.parametrize("text", V4_EXPECTED)
 def test_v4_shape_translation(text):
     scaling, extra = V4_EXPECTED[text]
-    setup = rope.merge_rope(V4_LLAMA, rope.parse_rope_scaling(text))
+    setup = rope_config.merge_rope(V4_LLAMA, rope.parse_rope_scaling(text))
     assert setup.config_updates == {"rope_scaling": scaling, "rope_theta": 500000.0, **extra}
     assert "rope_parameters" not in setup.config_updates
 
@@ -439,8 +439,8 @@ def test_v4_llama31_shaped_config_scales_from_its_original_window():
             "original_max_position_embeddings": 8192,
         },
     }
-    assert rope.rope_parameters_of(llama31)["rope_type"] == "llama3"
-    setup = rope.merge_rope(llama31, rope.parse_rope_scaling("dynamic:2"))
+    assert rope_config.rope_parameters_of(llama31)["rope_type"] == "llama3"
+    setup = rope_config.merge_rope(llama31, rope.parse_rope_scaling("dynamic:2"))
     assert setup.config_updates == {
         "rope_scaling": {"rope_type": "dynamic", "type": "dynamic", "factor": 2.0},
         "rope_theta": 500000.0,
@@ -450,8 +450,8 @@ def test_v4_llama31_shaped_config_scales_from_its_original_window():
 
 
 def test_v4_theta_only_and_no_args():
-    assert rope.merge_rope(V4_LLAMA, None, 1e6).config_updates == {"rope_scaling": None, "rope_theta": 1e6}
-    setup = rope.merge_rope(V4_LLAMA)
+    assert rope_config.merge_rope(V4_LLAMA, None, 1e6).config_updates == {"rope_scaling": None, "rope_theta": 1e6}
+    setup = rope_config.merge_rope(V4_LLAMA)
     assert setup.config_updates == {}
     assert setup.rope_parameters == {"rope_type": "default", "rope_theta": 500000.0}
     assert (setup.native_window, setup.effective_window) == (4096, 4096)
@@ -461,19 +461,19 @@ def test_v4_theta_only_and_no_args():
 
 
 def test_layout_read_by_each_major_version():
-    assert rope.layout_read_by("4.57.6") == "rope_scaling"
-    assert rope.layout_read_by("5.0.0") == rope.layout_read_by("5.24.0") == "rope_parameters"
+    assert rope_config.layout_read_by("4.57.6") == "rope_scaling"
+    assert rope_config.layout_read_by("5.0.0") == rope_config.layout_read_by("5.24.0") == "rope_parameters"
 
 
 def test_a_5x_saved_config_under_4x_gets_4x_s_layout_even_with_no_args():
     # 4.x ignores rope_parameters: without this it would run with its default rope_theta (10000).
-    setup = rope.merge_rope(V5_LLAMA, reads="rope_scaling")
+    setup = rope_config.merge_rope(V5_LLAMA, reads="rope_scaling")
     assert setup.config_updates == {"rope_scaling": None, "rope_theta": 500000.0}
     assert (setup.native_window, setup.effective_window) == (4096, 4096)
 
 
 def test_a_5x_saved_config_under_4x_is_scaled_in_both_layouts():
-    setup = rope.merge_rope(V5_LLAMA, rope.parse_rope_scaling("yarn:4"), reads="rope_scaling")
+    setup = rope_config.merge_rope(V5_LLAMA, rope.parse_rope_scaling("yarn:4"), reads="rope_scaling")
     nested = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096}
     assert setup.config_updates == {
         "rope_parameters": {**nested, "rope_theta": 500000.0},  # what provenance reads
@@ -486,9 +486,9 @@ def test_a_5x_saved_config_under_4x_is_scaled_in_both_layouts():
 @pytest.mark.parametrize("config", [V4_LLAMA, V5_LLAMA], ids=["4x-config-under-5x", "5x-config-under-5x"])
 def test_under_5x_a_config_keeps_its_own_layout(config):
     # 5.x converts a 4.x-saved Llama config itself; a remote-code config keeps the layout its code reads.
-    assert rope.merge_rope(config, reads="rope_parameters").config_updates == {}
-    updates = rope.merge_rope(config, rope.parse_rope_scaling("linear:2"), reads="rope_parameters").config_updates
-    assert updates == rope.merge_rope(config, rope.parse_rope_scaling("linear:2")).config_updates
+    assert rope_config.merge_rope(config, reads="rope_parameters").config_updates == {}
+    updates = rope_config.merge_rope(config, rope.parse_rope_scaling("linear:2"), reads="rope_parameters").config_updates
+    assert updates == rope_config.merge_rope(config, rope.parse_rope_scaling("linear:2")).config_updates
 
 
 # --- putting a setting on a config object (a sweep switches settings on one loaded config) ------
@@ -501,10 +501,10 @@ def test_a_setting_put_on_a_config_leaves_nothing_of_the_one_before(checkpoint, 
 
     def fresh(text):
         config = types.SimpleNamespace(**copy.deepcopy(checkpoint))
-        rope.put_on_config(config, checkpoint, rope.merge_rope(checkpoint, rope.parse_rope_scaling(text), reads=reads))
+        rope_config.put_on_config(config, checkpoint, rope_config.merge_rope(checkpoint, rope.parse_rope_scaling(text), reads=reads))
         return vars(config)
 
     switched = types.SimpleNamespace(**copy.deepcopy(checkpoint))
     for text in [f"longrope:2:short={ONES}:long={ONES}", "yarn:4:orig=2048", "linear:2", "none", "dynamic:3"]:
-        rope.put_on_config(switched, checkpoint, rope.merge_rope(checkpoint, rope.parse_rope_scaling(text), reads=reads))
+        rope_config.put_on_config(switched, checkpoint, rope_config.merge_rope(checkpoint, rope.parse_rope_scaling(text), reads=reads))
         assert vars(switched) == fresh(text), text  # longrope's top-level original (4.x) is gone again, say

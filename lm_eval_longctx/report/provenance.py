@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from lm_eval_longctx import rope
+from lm_eval_longctx import rope_config
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.catalog import TASKS
 
@@ -111,7 +111,7 @@ def _served_provenance(record: Mapping) -> Provenance:
     checkpoint = _checkpoint_config({"model_args": {"pretrained": tokenizer}}) if isinstance(tokenizer, str) else None
     if checkpoint:
         try:
-            native = rope.merge_rope(checkpoint).native_window
+            native = rope_config.merge_rope(checkpoint).native_window
         except LongCtxError:
             native = None
         if native:
@@ -137,9 +137,9 @@ def provenance(results: Mapping) -> Provenance:
     max_length = results.get("max_length")
     checkpoint = _checkpoint_config(config) or {}
     try:
-        setup = rope.merge_rope(checkpoint)
+        setup = rope_config.merge_rope(checkpoint)
     except LongCtxError:
-        setup = rope.RopeSetup()
+        setup = rope_config.RopeSetup()
     label = rope_label(setup.rope_parameters)
     label = f"{label} (stock hf)" if label == "none" else f"{label} (checkpoint, stock hf)"
     order = rope_order(setup.rope_parameters)
