@@ -25,6 +25,10 @@ other's). At the end: ``OUT/sweep.json`` (each setting, its folder, its error), 
 ``lm-eval-longctx report`` over the settings' folders in ``OUT/report`` (a failed setting's
 folder is listed among its skipped inputs), and one summary line per setting. Exit status: 2 if
 any setting failed, else the report's (0; 1 when it could not be made).
+
+A finished setting's folder gets ``done.json`` (``sweep_state``). Ctrl-C writes sweep.json and the
+report of the finished settings and ends with one line (exit 130); ``--resume`` with the same
+command keeps the finished settings, reruns half-written ones and runs the rest into the same folder.
 """
 
 from __future__ import annotations
@@ -105,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         "A setting that fails (a spec that does not fit the model, a request beyond its window, any "
         "error) is named in one line; the others still run and are reported. Exit status 2 if any "
         "setting failed. max_length in --model_args stays the same for every setting; without it, "
-        "each setting gets native window x factor."
+        "each setting gets native window x factor. Stopped with Ctrl-C, a sweep keeps what finished "
+        "(sweep.json, report); the same command plus --resume finishes it into the same folder."
     )
     ours = parser.add_argument_group("RoPE sweep")
     ours.add_argument(

@@ -23,7 +23,8 @@ NOT_COMPARED = ("rope", "resume")
 
 def arguments_of(args) -> dict:
     """Return the sweep's arguments that every finished setting must share, JSON-ready."""
-    kept = {key: value for key, value in sorted(vars(args).items()) if key not in NOT_COMPARED}
+    # Callables (argparse's ``func``) print with their address, which differs in every process.
+    kept = {key: value for key, value in sorted(vars(args).items()) if key not in NOT_COMPARED and not callable(value)}
     return json.loads(json.dumps(kept, default=str))
 
 
