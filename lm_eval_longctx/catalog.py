@@ -19,7 +19,8 @@ from lm_eval_longctx.scoring import Scoring
 
 # The version every task reports (lm-eval's ``VERSION``; the class sets it, the YAMLs do not):
 # 2.0 is the prompts with an answer prefix (1.0, the first version's, is ``answer_prefix: false``).
-TASK_VERSION = 2.0
+# A string: lm-eval 0.4.13 writes a group's version as ``str(version)``, so the tasks' are the same type.
+TASK_VERSION = "2.0"
 
 
 @dataclass(frozen=True)

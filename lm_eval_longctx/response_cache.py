@@ -32,11 +32,11 @@ from pathlib import Path
 from lm_eval_longctx.errors import LongCtxError
 from lm_eval_longctx.window import BEYOND_WINDOW
 
-# Model arguments that place the same computation somewhere (or size its batches) without
-# changing the answer it gives.
+# Model arguments that place the same computation somewhere (or size its batches), or say how a
+# client waits for a server (lm-eval's API models), without changing the answer it gives.
 PLACEMENT_ARGS = frozenset(
     {"batch_size", "max_batch_size", "device", "parallelize", "device_map", "max_memory_per_gpu",
-     "max_cpu_memory", "offload_folder"}
+     "max_cpu_memory", "offload_folder", "timeout", "max_retries", "num_concurrent"}
 )  # fmt: skip
 
 

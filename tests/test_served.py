@@ -238,7 +238,7 @@ class _Proxy:
     Counts the real requests it forwards.
     """
 
-    def __init__(self, upstream: str, hold_below: int | None):
+    def __init__(self, upstream: str, hold_below: int | None, port: int = 0):
         self.upstream, self.hold_below, self.forwarded = upstream, hold_below, 0
         self.release = threading.Event()
         proxy = self
@@ -286,7 +286,7 @@ class _Proxy:
                     proxy.forwarded += 1
                 self._forward(body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
@@ -294,6 +294,7 @@ class _Proxy:
     def close(self):
         self.release.set()
         self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 def test_timeout_mid_run_names_the_length_and_use_cache_keeps_finished_answers(server, smollm2_dir, tmp_path):
@@ -313,7 +314,8 @@ def test_timeout_mid_run_names_the_length_and_use_cache_keeps_finished_answers(s
     assert f"kept in {cache}_rank*.db" in last
     assert slow.forwarded == 2  # the two 640-token prompts were answered before the fault
 
-    fast = _Proxy(server.url, hold_below=None)
+    # The same address (the cache keys answers by base_url: another address may be another server).
+    fast = _Proxy(server.url, hold_below=None, port=int(slow.url.rsplit(":", 1)[1]))
     try:
         args = served_args(f"{fast.url}/v1/completions", smollm2_dir, "longctx_passkey", tmp_path / "o2")
         out = lm_eval([*args, "--use_cache", str(cache)], tmp_path)

@@ -292,7 +292,7 @@ def test_ctrl_c_keeps_what_finished_and_resume_finishes_into_the_same_folder(
     assert "add --resume to finish a stopped sweep there" in capsys.readouterr().err
 
     ran.clear()
-    monkeypatch.setattr(sweep.compat, "run_lm_eval", lambda args: (ran.append(args.model_args["rope_scaling"]), real(args))[1])
+    monkeypatch.setattr(sweep.lmeval_cli, "run_lm_eval", lambda args: (ran.append(args.model_args["rope_scaling"]), real(args))[1])
     assert in_process([*argv, "--resume"]) == 0
     printed = capsys.readouterr().out
     assert ran == ["linear:2", "dynamic:2"]  # the finished setting is not rerun
