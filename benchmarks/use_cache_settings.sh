@@ -2,7 +2,7 @@
 # --use_cache under two RoPE settings, --predict_only and a variant YAML on the embedded model (CPU):
 # benchmarks/use_cache_settings.sh [OUT]; run in the environment of scripts/setup.sh. RESULTS.md, issue 19.
 set -uo pipefail
-cd "$(dirname "$0")/.." && root=$PWD
+cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 M=$(lm-eval-longctx smollm2)
 W=${1:-/tmp/real}; rm -rf "$W"; mkdir -p "$W"; cd "$W"
