@@ -34,7 +34,6 @@ from lm_eval.models.utils import has_bos_prefix, normalize_gen_kwargs
 from tqdm import tqdm
 
 from lm_eval_longctx import compat, generation, model_args, model_info, rope, rope_config, rope_switch, window
-from lm_eval_longctx.model_info import cuda_devices_of  # noqa: F401  (read from here by callers)
 from lm_eval_longctx.compat.transformers_rotary import fixed_ntk_base
 from lm_eval_longctx.errors import LongCtxError
 

@@ -22,7 +22,8 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from lm_eval_longctx import rope, rope_config, window
 from lm_eval_longctx.errors import LongCtxError
-from lm_eval_longctx.model import HFLongCtxLM, cuda_devices_of, fixed_ntk_base, runtime_defaults
+from lm_eval_longctx.model import HFLongCtxLM, fixed_ntk_base, runtime_defaults
+from lm_eval_longctx.model_info import cuda_devices_of
 
 pytestmark = pytest.mark.tf4
 

@@ -3,22 +3,25 @@
 ``scope_evaluations`` runs each ``simple_evaluate`` call under ``window.evaluation``;
 ``model_built_by`` lets ``lm-eval-longctx sweep`` hand lm-eval a model it already loaded;
 ``quiet_same_count_warning`` and ``aggregate_cells_over_their_docs`` make lm-eval aggregate our
-per-cell metrics over their own documents (see ``cells``).
+per-cell metrics over their own documents (see ``cells``). Each call also gets the patches
+``evaluate`` installs (the response cache, the CPU batch plan) and ``--check_integrity``'s
+``skip_integrity_tests``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 
-import contextlib
-import logging
+from lm_eval_longctx.compat.lmeval_cli import STOCK_HF_MODELS
+from lm_eval_longctx.registration import MODEL_NAME
 
 WRITTEN_FOR = {"lm_eval": "0.4.13"}
 
 log = logging.getLogger("lm_eval.longctx")
-# lm-eval 0.4.13 registers HFLM as these (``@register_model("hf-auto", "hf", "huggingface")``); ours subclasses it.
-HF_MODEL_NAMES = ("hf", "hf-auto", "huggingface", "hf-longctx")
+# lm-eval's HFLM under its registered names, and ours, which subclasses it.
+HF_MODEL_NAMES = (*STOCK_HF_MODELS, MODEL_NAME)
 
 
 def scope_evaluations(evaluator_module=None) -> None:
