@@ -41,6 +41,13 @@ GRID_KEYS = (
     "allow_large_grid",
     "longctx_served",  # written by the tasks themselves in served runs
     "longctx",  # provenance.RECORD_KEY: written by the tasks into the results' task config
+    "stride",  # longctx_ppl (ppl_task.py), with ppl_mode and the documents' keys (ppl_source.SOURCE_KEYS)
+    "ppl_mode",
+    "documents",
+    "dataset_path",
+    "dataset_name",
+    "split",
+    "text_field",
     *PARAMS,  # task-family parameters (num_keys, ...): parameters.PARAMS
 )
 # Names as close as that which are not typos: model arguments of lm-eval's own models
