@@ -10,7 +10,8 @@ prompts are cut from the left, and dynamic NTK scores depend on what ran before.
 * ``max_length`` defaults to the scaled window; an explicit ``max_length`` wins.
 * A generation request whose prompt plus ``max_gen_toks`` does not fit is not run: its answer
   is ``BEYOND_WINDOW`` and one warning says how many, how long, and the fix. Loglikelihood
-  requests that do not fit raise ``LongCtxError``. Nothing is ever cut.
+  requests that do not fit raise ``LongCtxError``, but ``longctx_ppl`` windows, which are marked
+  beyond the window (``ppl_scoring``). Nothing is ever cut.
 * Dynamic NTK: each request rotates with the base a fresh model picks for its prompt, kept
   fixed while it decodes (see ``fixed_ntk_base``).
 * ``switch_rope`` puts another setting on the loaded model in place, equal to a fresh load of
@@ -33,7 +34,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import has_bos_prefix, normalize_gen_kwargs
 from tqdm import tqdm
 
-from lm_eval_longctx import compat, generation, model_args, model_info, rope, rope_config, rope_switch, window
+from lm_eval_longctx import compat, generation, model_args, model_info, ppl_scoring, rope, rope_config, rope_switch, window
 from lm_eval_longctx.compat.transformers_rotary import fixed_ntk_base
 from lm_eval_longctx.errors import LongCtxError
 
@@ -339,6 +340,11 @@ class HFLongCtxLM(HFLM):
                 pad_token_id=self.tokenizer.pad_token_id,
                 early_stop=self.think_end_token is None,  # a stop sequence inside the thinking is no answer
             )
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        # longctx_ppl windows: one forward each, log-probs of the scored tokens only; marked, not
+        # run, past max_length (ppl_scoring). Every other request as HFLM does it.
+        return ppl_scoring.loglikelihood(self, requests, super().loglikelihood, disable_tqdm)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
         # The model sees context + continuation minus the last token.

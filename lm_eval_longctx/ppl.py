@@ -32,6 +32,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+TASK = "longctx_ppl"  # its own task, in no group (registration.TASK_NAMES lists it)
 MODES = {
     # name: (what it is, for messages and docs)
     "sliding": "windows of L tokens advancing by stride, each scoring the tokens not scored before (Press et al.)",
@@ -155,20 +156,21 @@ def plan(encoder: Encoder, length: int, stride: int, mode: str = DEFAULT_MODE) -
 # A window's item, as process_results gives it: [document index, negative log-likelihood, scored tokens].
 
 
-def perplexity(items: Sequence) -> float:
-    """Return exp(total NLL / scored tokens) over ``items`` (None entries: not in this cell)."""
+def perplexity(items: Sequence) -> float | str:
+    """Return exp(total NLL / scored tokens) over ``items`` (None entries: not in this cell);
+    ``"N/A"`` when no window of the cell ran (all beyond the window)."""
     kept = [item for item in items if item is not None]
     tokens = sum(item[2] for item in kept)
     if not tokens:
-        return float("nan")
+        return "N/A"
     return math.exp(sum(item[1] for item in kept) / tokens)
 
 
-def bootstrap_stderr(items: Sequence, iters: int = BOOTSTRAP_ITERS, seed: int = BOOTSTRAP_SEED) -> float:
+def bootstrap_stderr(items: Sequence, iters: int = BOOTSTRAP_ITERS, seed: int = BOOTSTRAP_SEED) -> float | str:
     """Return the standard deviation of ``perplexity`` over documents drawn with replacement.
 
     One document is all of its windows (they share its text, so they are not independent draws).
-    With one document there is nothing to resample: NaN (lm-eval shows it as such)."""
+    With one document there is nothing to resample: ``"N/A"``, lm-eval's word for no standard error."""
     by_doc: dict = {}
     for item in items:
         if item is not None:
@@ -176,7 +178,7 @@ def bootstrap_stderr(items: Sequence, iters: int = BOOTSTRAP_ITERS, seed: int = 
             by_doc[item[0]] = (nll + item[1], tokens + item[2])
     docs = list(by_doc.values())
     if len(docs) < 2:
-        return float("nan")
+        return "N/A"
     rng = random.Random(seed)
     draws = []
     for _ in range(iters):

@@ -32,12 +32,13 @@ from lm_eval_longctx.tokens import PromptCounter, load_tokenizer
 
 log = logging.getLogger("lm_eval.longctx")
 
-TASK = "longctx_ppl"
+TASK = ppl.TASK
 VERSION = "1.0"
-# Sized so the default run (the PI paper, stock hf, SmolLM2-135M) takes a few minutes on a 2-core
-# CPU: 2 + 2 windows (benchmarks/RESULTS.md). Give max_seq_lengths and stride for the papers' table.
+# Sized so the default run (the PI paper, 5,810 SmolLM2 tokens; stock hf) stays at 14 windows
+# (8 at 1,024, 6 at 2,048) on a 2-core CPU, where a 1,024-token window takes about 13 s
+# (benchmarks/RESULTS.md). The papers' table: --metadata '{"stride": 256, ...}'.
 DEFAULT_LENGTHS = (1024, 2048)
-DEFAULT_STRIDE = 2048
+DEFAULT_STRIDE = 768
 EXAMPLE = '--metadata \'{"max_seq_lengths": [1024, 2048, 4096], "stride": 256}\''
 
 
@@ -142,6 +143,30 @@ def constant(value: float):
     return aggregate
 
 
+class WindowScorer:
+    """``process_results`` of ``longctx_ppl``: every metric of the task for one window (``None`` in
+    the cells it is not in). A metric's item is ``[document, NLL, scored tokens]``."""
+
+    def __init__(self, lengths):
+        self.lengths = tuple(lengths)
+
+    def __call__(self, doc: dict, results: list) -> dict:
+        answer = results[0]
+        beyond = isinstance(answer, str) and answer == window.BEYOND_WINDOW
+        item = None if beyond else [doc["document"], -float(answer[0]), int(doc["scored_tokens"])]
+        out = {"ppl": item, "ppl_stderr": item, BEYOND: float(beyond)}
+        for length in self.lengths:
+            mine = length == doc["max_seq_length"]
+            out[f"ppl_len_{length}"] = item if mine else None
+            out[f"ppl_len_{length}_stderr"] = item if mine else None
+            out[f"{BEYOND}_len_{length}"] = float(beyond) if mine else None
+            out[f"skipped_short_len_{length}"] = None
+        return out
+
+    def __repr__(self) -> str:  # how lm-eval writes it into the results' task config
+        return f"lm_eval_longctx.ppl_task.WindowScorer({list(self.lengths)})"
+
+
 class PerplexityTask(ConfigurableTask):
     """``longctx_ppl``: a loglikelihood request per window, aggregated into perplexity per length."""
 
@@ -157,6 +182,7 @@ class PerplexityTask(ConfigurableTask):
             {"metric": "ppl_stderr", "aggregation": ppl.bootstrap_stderr, "higher_is_better": False},
             {"metric": BEYOND, "aggregation": count, "higher_is_better": False},
         ])  # fmt: skip
+        config.setdefault("process_results", WindowScorer(self._record["max_seq_lengths"]))
         super().__init__(config=config, **kwargs)
         for length, cell in self._record["by_length"].items():
             for name, aggregation in (
@@ -205,20 +231,6 @@ class PerplexityTask(ConfigurableTask):
         kwargs.pop("chat_template", None)
         return Instance(request_type="loglikelihood", doc=doc, arguments=(doc["context"], doc["continuation"]), idx=0,
                         **kwargs)  # fmt: skip
-
-    def process_results(self, doc: dict, results: list) -> dict:
-        """Return every metric of the task for one window (``None`` in the cells it is not in)."""
-        answer = results[0]
-        beyond = isinstance(answer, str) and answer == window.BEYOND_WINDOW
-        item = None if beyond else [doc["document"], -float(answer[0]), int(doc["scored_tokens"])]
-        out = {"ppl": item, "ppl_stderr": item, BEYOND: float(beyond)}
-        for length in self._record["by_length"]:
-            mine = length == doc["max_seq_length"]
-            out[f"ppl_len_{length}"] = item if mine else None
-            out[f"ppl_len_{length}_stderr"] = item if mine else None
-            out[f"{BEYOND}_len_{length}"] = float(beyond) if mine else None
-            out[f"skipped_short_len_{length}"] = None
-        return out
 
     def dump_config(self) -> dict:
         """lm-eval's task config, with what the windows were built from under ``metadata.longctx``."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from lm_eval_longctx.catalog import GROUPS, TASKS
+from lm_eval_longctx.ppl import TASK as PPL_TASK
 
 MODEL_NAME = "hf-longctx"
 MODEL_TARGET = "lm_eval_longctx.model:HFLongCtxLM"
-# Our task and group names, from the task declarations.
-TASK_NAMES = (*TASKS, *GROUPS)
+# Our task and group names, from the task declarations, and longctx_ppl (its own task, no group).
+TASK_NAMES = (*TASKS, *GROUPS, PPL_TASK)
 
 
 def tasks_dir() -> Path:

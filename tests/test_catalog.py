@@ -36,7 +36,7 @@ def test_each_group_yaml_lists_exactly_the_catalogs_members(group):
 
 
 def test_task_names_come_from_the_catalog():
-    assert registration.TASK_NAMES == (*TASKS, "longctx", "longctx_kv_variants")
+    assert registration.TASK_NAMES == (*TASKS, "longctx", "longctx_kv_variants", "longctx_ppl")
     assert our_tasks(["longctx", "longctx_kv_multiquery", "my_kv", "longctx_passkey"]) == [
         "longctx_kv_multiquery", "longctx_passkey",
     ]

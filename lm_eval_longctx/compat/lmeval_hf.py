@@ -28,6 +28,8 @@ OVERRIDDEN = {
     ),  # fmt: skip
     # greedy batches decode in generation.greedy_generate
     "_model_generate": ("self", "context", "max_length", "stop", "generation_kwargs"),
+    # longctx_ppl windows scored by ppl_scoring (one forward, the scored tokens' logits only)
+    "loglikelihood": ("self", "requests", "disable_tqdm"),
     # over-long inputs refused, never cut; dynamic NTK grouped by length
     "_loglikelihood_tokens": ("self", "requests", "disable_tqdm", "override_bs"),
     # batch_size=auto: one batch size per prompt length from free memory
@@ -51,6 +53,7 @@ OVERRIDDEN_PROPERTIES = ("max_length",)
 ATTRIBUTES = (
     "_config", "_model", "_max_length", "batch_sizes", "max_gen_toks", "max_batch_size", "think_end_token",
     "mixed_precision_dtype", "add_bos_token", "rank", "tokenizer", "device", "model",
+    "prefix_token_id", "cache_hook",
 )  # fmt: skip
 # lm-eval 0.4.13 helper functions called as HFLM calls them -> their parameters.
 HELPERS = {
