@@ -10,3 +10,5 @@ bash scripts/setup.sh "$venv"
 model=$(lm-eval-longctx smollm2)
 lm_eval --model hf --model_args "pretrained=$model" --tasks longctx \
   --output_path results --log_samples "$@"
+# Perplexity against length on the PI paper (docs/ppl.md): its own task, not in the group's score.
+lm_eval --model hf --model_args "pretrained=$model" --tasks longctx_ppl --output_path results "$@"
