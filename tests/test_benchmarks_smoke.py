@@ -48,3 +48,10 @@ def test_gpu_speed_metadata_builds_its_data_set_on_cpu(tiny_model_dir):
     md = load("gpu_speed").metadata(tiny_model_dir, 300, 3)
     rows = dataset("longctx_kv", **md)["test"]
     assert [row["depth"] for row in rows] == [0.0, 0.5, 1.0] and {row["actual_tokens"] for row in rows} == {300}
+
+
+def test_gpu_ppl_runs_tiny_on_cpu(tmp_path):
+    rows = load("gpu_ppl").main(["--tiny", "--repeats", "1", "--out", str(tmp_path / "ppl.json")])
+    assert [(row["length"], row["scored"]) for row in rows] == [(128, 127), (128, 127), (256, 255), (256, 255)]
+    assert all(row["ratio"] > 0 and row["ours_tokens_per_s"] > 0 for row in rows)
+    assert (tmp_path / "ppl.json").is_file()
