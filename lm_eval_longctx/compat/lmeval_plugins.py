@@ -49,9 +49,11 @@ def register_model(models_module) -> None:
     built-in models only while the registry is empty, so registering earlier would hide them."""
     from lm_eval.api import registry as registry_module
 
-    from lm_eval_longctx.registration import MODEL_NAME, MODEL_TARGET
+    from lm_eval_longctx.registration import MODEL_NAME, MODEL_TARGET, VLLM_MODEL_NAME, VLLM_MODEL_TARGET
 
     registry = registry_module.model_registry
-    if loads_entry_points(registry_module) or MODEL_NAME in registry:
+    if loads_entry_points(registry_module):
         return
-    registry.register(MODEL_NAME, target=MODEL_TARGET)
+    for name, target in ((MODEL_NAME, MODEL_TARGET), (VLLM_MODEL_NAME, VLLM_MODEL_TARGET)):
+        if name not in registry:  # lazy: vllm-longctx imports vLLM only when a run asks for it
+            registry.register(name, target=target)
