@@ -53,6 +53,12 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _nothing_scored(entry: Mapping, key: str) -> bool:
+    """True where ``ppl_len_<L>,none`` has nothing to be a perplexity of: windows at L beyond the window."""
+    count = entry.get(key.replace("ppl_len_", "beyond_window_len_", 1))
+    return _number(count) and count > 0
+
+
 def _problem(results: Mapping) -> tuple[tuple, object, str] | None:
     """Return (place, value, what it should be) of the first problem, else None."""
     for keys in OBJECTS:
@@ -78,6 +84,8 @@ def _problem(results: Mapping) -> tuple[tuple, object, str] | None:
             if not match:
                 continue
             if perplexity and match.group("base") == "ppl":
+                if value == "N/A" and _nothing_scored(entry, key):
+                    continue  # lm-eval's "N/A": every window at this length was beyond the window
                 if not (_number(value) and value >= 1):
                     return ("results", task, key), value, "a perplexity (a number >= 1)"
             elif match.group("base") in COUNTS or perplexity:

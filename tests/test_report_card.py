@@ -1,4 +1,5 @@
-"""The RoPE report card, built from the fixture runs plus hand-made longctx_ppl entries."""
+"""The RoPE report card, built from the fixture runs plus real longctx_ppl entries of the same tiny model
+(tests/fixtures/report/longctx_ppl_tiny.json: lm-eval output, one per RoPE setting)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,14 @@ from lm_eval_longctx.cli import main
 from lm_eval_longctx.report import paired, ppl, stats
 
 FIXTURES = Path(__file__).parent / "fixtures" / "report"
-HAND_MADE = json.loads((FIXTURES / "longctx_ppl_hand_made.json").read_text())
+PPL = json.loads((FIXTURES / "longctx_ppl_tiny.json").read_text())
 SETTINGS = {"none": "rope_none", "linear:2": "rope_linear2", "dynamic:2": "rope_dynamic2", "yarn:2": "rope_linear2"}
+
+
+def interval(entry: dict, base: str) -> str:
+    """The card's cell for ``base`` of a fixture entry, computed here: value [value -+ 1.96 stderr]."""
+    value, stderr = entry[f"{base},none"], entry[f"{base}_stderr,none"]
+    return f"{value:.2f} [{value - 1.96 * stderr:.2f}, {value + 1.96 * stderr:.2f}]"
 
 
 def _edit(run: Path, pattern: str, edit) -> None:
@@ -25,16 +32,18 @@ def _edit(run: Path, pattern: str, edit) -> None:
 
 
 def sweep_like(tmp_path: Path) -> list[Path]:
-    """Four settings of the tiny model, as a sweep leaves them, each with a longctx_ppl entry;
-    yarn:2 is linear:2's run relabelled (no yarn fixture run exists); under linear:2 tiny_arith
-    gets 2 of 6 right where none gets 0 (samples and results file alike)."""
+    """Four settings of the tiny model, as a sweep leaves them, each with its real longctx_ppl entry;
+    yarn:2's retrieval run is linear:2's relabelled (no yarn fixture run of the longctx group exists;
+    its longctx_ppl entry is a real yarn:2 run); under linear:2 tiny_arith gets 2 of 6 right where
+    none gets 0 (samples and results file alike)."""
     runs = []
     for setting, fixture in SETTINGS.items():
         run = Path(shutil.copytree(FIXTURES / fixture, tmp_path / f"rope_{setting.replace(':', '')}"))
         (results_path,) = run.rglob("results_*.json")
         results = json.loads(results_path.read_text())
-        results["results"]["longctx_ppl"] = {"name": "longctx_ppl", "alias": "longctx_ppl", **HAND_MADE[setting]}
-        results["n-samples"]["longctx_ppl"] = {"original": 2, "effective": 2}
+        entry = PPL[setting]
+        results["results"]["longctx_ppl"] = {"name": "longctx_ppl", "alias": "longctx_ppl", **entry}
+        results["n-samples"]["longctx_ppl"] = {"original": entry["sample_len"], "effective": entry["sample_len"]}
         if setting == "yarn:2":
             results["config"]["model_args"]["rope_scaling"] = "yarn:2"
             longctx = results["config"]["longctx"]
@@ -100,17 +109,38 @@ def test_perplexity_intervals_are_read_under_any_of_their_key_names(keys, low, h
     assert (point.low, point.high) == ((pytest.approx(low), pytest.approx(high)) if low is not None else (None, None))
 
 
+def test_explicit_interval_ends_are_shown_as_written_not_recomputed():
+    # longctx_ppl writes a stderr; a results entry with explicit ends (another task) shows those ends.
+    entry = {"ppl,none": 29.9, "ppl_len_700,none": 28.9, "ppl_len_700_low,none": 26.8, "ppl_len_700_high,none": 31.2,
+             "ppl_len_700_stderr,none": 5.0}  # fmt: skip
+    assert ppl.describe(ppl.read_perplexity("longctx_ppl", entry).by_length[700]) == "28.90 [26.80, 31.20]"
+
+
 def test_the_card_has_every_part_per_model(card):
     text = (card / "report.md").read_text()
     assert text.count("## Report card: tiny-llama") == 1
     for part in ("### Perplexity against length", "### Effective context length", "### Short benchmarks against the baseline",
                  "### Provenance per setting", "### Skipped or beyond the window"):  # fmt: skip
         assert part in text
-    # perplexity per setting and length, with intervals; none's 700 is beyond its window
-    assert "30.10 [27.94, 32.26]" in text  # 30.1 +- 1.96 x 1.1
-    assert "28.90 [26.80, 31.20]" in text  # yarn's explicit interval ends
-    assert "beyond window (1)" in text
-    assert "none: longctx_ppl: 1 beyond the window, not scored (1 at 700)" in text
+    # none's 700 is beyond its 512 window: every window there marked, none scored
+    none = PPL["none"]
+    beyond = int(none["beyond_window_len_700,none"])
+    assert none["ppl_len_700,none"] == "N/A" and beyond == int(none["beyond_window,none"]) > 0
+    # a row per setting: perplexity per length and overall, intervals from the documents' resampling stderr
+    section = text.split("### Perplexity against length")[1].split("###")[0]
+    rows = {cells[0]: cells[1:] for line in section.splitlines() if line.startswith("| ")
+            for cells in [[cell.strip() for cell in line.strip("|").split("|")]]}  # fmt: skip
+    assert rows["setting"] == ["240", "400", "700", "overall"]
+    labels = {"none": "none", "linear:2": "linear x2", "dynamic:2": "dynamic x2", "yarn:2": "yarn x2"}
+    for setting, label in labels.items():
+        entry = PPL[setting]
+        expected = [interval(entry, f"ppl_len_{n}") for n in (240, 400)]
+        if setting == "none":
+            expected += [f"beyond window ({beyond})", f"{interval(entry, 'ppl')} + {beyond} beyond window"]
+        else:
+            expected += [interval(entry, "ppl_len_700"), interval(entry, "ppl")]
+        assert rows[label] == expected, setting
+    assert f"none: longctx_ppl: {beyond} beyond the window, not scored ({beyond} at 700)" in text
     assert (card / "perplexity_tiny-llama_longctx_ppl.png").is_file()
 
 
@@ -154,10 +184,11 @@ def test_a_single_lm_eval_run_still_reports_as_before_and_shows_its_perplexity(t
     assert main(["report", str(run), "--output-dir", str(out)]) == 0
     text = (out / "report.md").read_text()
     assert "Report card" not in text and "## Leaderboard" in text and "## Accuracy by length" in text
-    assert "## Perplexity by length" in text and "30.10 [27.94, 32.26]" in text
+    assert "## Perplexity by length" in text and interval(PPL["none"], "ppl_len_240") in text
     leaderboard = (out / "leaderboard.csv").read_text()
     assert "longctx_ppl" not in leaderboard.splitlines()[0]  # not an accuracy task: no effective length
-    assert math.isclose(report.load_run(next(run.rglob("results_*.json"))).perplexity["longctx_ppl"].overall.ppl, 29.4)
+    overall = report.load_run(next(run.rglob("results_*.json"))).perplexity["longctx_ppl"].overall
+    assert math.isclose(overall.ppl, PPL["none"]["ppl,none"])
 
 
 def test_a_change_without_samples_files_says_why_there_is_no_test(tmp_path):

@@ -78,6 +78,20 @@ def test_hand_edits_are_named(tmp_path, capsys, edit, expected):
     assert not (tmp_path / "out").exists()
 
 
+PPL_NONE = json.loads((FIXTURES / "longctx_ppl_tiny.json").read_text())["none"]
+
+
+def test_a_real_perplexity_entry_with_a_length_beyond_the_window_passes():
+    # rope_scaling=none at 700 > 512: lm-eval writes "N/A" there, beside the windows counted beyond
+    assert PPL_NONE["ppl_len_700,none"] == "N/A" and PPL_NONE["beyond_window_len_700,none"] > 0
+    data = rope_none()
+    data["results"]["longctx_ppl"] = dict(PPL_NONE)
+    check_results("r.json", data)
+    data["results"]["longctx_ppl"]["beyond_window_len_700,none"] = 0.0  # scored windows, yet no perplexity
+    with pytest.raises(LongCtxError, match=r"\['ppl_len_700,none'\] is 'N/A', not a perplexity"):
+        check_results("r.json", data)
+
+
 def test_missing_optional_keys_are_fine():
     data = rope_none()
     for key in ("config", "configs", "group_subtasks", "max_length"):
