@@ -132,7 +132,7 @@ def compare(vllm: dict, hf: dict) -> dict:
         if va != vb:
             differ.append({
                 "task": key[0], "doc_id": key[1], "length": a["doc"]["max_seq_length"], "depth": a["doc"].get("depth"),
-                "target": a["target"], "vllm": va, "hf": vb,
+                "target": a["target"], "vllm": va, "hf": vb, "same_first_chars": len(os.path.commonprefix([va, vb])),
             })  # fmt: skip
     counts["by_length"] = by_length(vllm, hf)
     return {"counts": counts, "differ": differ}
@@ -151,28 +151,47 @@ def by_length(vllm: dict, hf: dict) -> dict:
     return dict(sorted(table.items()))
 
 
+def rope_cell(loaded: dict) -> str:
+    """One table cell: the RoPE parameters and window both engines report, or how they differ."""
+    view = {e: (got.get("rope_parameters"), got.get("native_window"), got.get("effective_window")) for e, got in loaded.items()}
+    if not view:
+        return "-"
+    if len(set(map(json.dumps, view.values()))) == 1:
+        params, native, window = next(iter(view.values()))
+        shown = {k: v for k, v in (params or {}).items() if k != "rope_theta"}
+        return f"same: `{json.dumps(shown)}`, window {native} -> {window}"
+    return "DIFFER: " + "; ".join(f"{e} `{json.dumps(v)}`" for e, v in view.items())
+
+
 def markdown(report: dict, native: int) -> str:
     """The agreement table and the differing prompts, as Markdown."""
     lines = [
         f"| setting | prompts | ran by both | answers agree | agree per length (of both ran) | both marked beyond "
-        f"the {native}-token window | marked by one engine only |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"the {native}-token window | marked by one engine only | RoPE loaded (both results files) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for setting, result in report.items():
         c = result["counts"]
         per = ", ".join(f"{n}: {a}/{t}" for n, (a, t) in c["by_length"].items()) or "-"
         lines.append(
             f"| `{setting}` | {c['prompts']} | {c['ran_both']} | **{c['agree']}/{c['ran_both']}** | {per} | "
-            f"{c['beyond_both']} | {c['beyond_one']} |"
+            f"{c['beyond_both']} | {c['beyond_one']} | {rope_cell(result.get('loaded', {}))} |"
         )
     lines.append("")
     for setting, result in report.items():
         for d in result["differ"]:
             lines.append(
                 f"- `{setting}` {d['task']} doc {d['doc_id']} ({d['length']} tokens, depth {d['depth']}, target "
-                f"`{d['target']}`): vllm {json.dumps(d['vllm'])} / hf {json.dumps(d['hf'])}"
+                f"`{d['target']}`, same for {d['same_first_chars']} characters): vllm {json.dumps(d['vllm'])} / hf "
+                f"{json.dumps(d['hf'])}"
             )
     return "\n".join(lines)
+
+
+def loaded(folder: Path) -> dict:
+    """Give what a run's results file says the engine loaded (``config.longctx``)."""
+    longctx = json.loads(sorted(folder.rglob("results_*.json"))[-1].read_text())["config"]["longctx"]
+    return {key: longctx.get(key) for key in ("rope_parameters", "native_window", "effective_window", "dynamic_ntk")}
 
 
 def model_folder() -> Path:
@@ -207,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {engine} {setting}: {run(command, folder):.1f} s wall", flush=True)
                 runs[engine] = samples(folder)
             report[setting] = compare(runs["vllm"], runs["hf"])
+            report[setting]["loaded"] = {e: loaded(run_dir(args.out, e, setting)) for e in ENGINES}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     (args.out / "agreement.json").write_text(json.dumps(report, indent=2, default=str))
