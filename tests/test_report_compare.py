@@ -315,6 +315,25 @@ def test_max_length_set_apart_from_the_window_is_shown(tmp_path):
     assert [row["max_length"] for row in read_csv(out / "comparison.csv")] == ["512", "800"]
 
 
+
+@needs_matplotlib
+def test_none_with_max_length_past_its_window_joins_the_scaled_settings(tmp_path):
+    """The perplexity papers' table: `none` run with max_length past its window (to show the blow-up)
+    beside linear:2 at its scaled window. max_length is a window setting, shown in the window column,
+    not another model setup, so both runs are one model's comparison."""
+    none = copy_run("rope_none", tmp_path)
+
+    def past_the_window(results):
+        results["config"]["model_args"] = {**report.provenance.model_args(results["config"]), "max_length": 1024}
+        results["config"]["longctx"].update(max_length=1024)
+
+    edit_results(none, past_the_window)
+    out = tmp_path / "out"
+    assert run_report([none, FIXTURES / "rope_linear2"], out)[0] == 0
+    text = (out / "report.md").read_text()
+    assert "under 2 RoPE settings: `none`, `linear x2`" in text
+    assert [row["max_length"] for row in read_csv(out / "comparison.csv")] == ["1024", "1024"]
+
 # --------------------------------------------------------------------------- reading the settings
 
 

@@ -26,14 +26,22 @@ def perplexity_tasks(runs) -> list[str]:
     return list(dict.fromkeys(task for run in runs for task in run.perplexity))
 
 
+def _legend(run, name: str) -> str:
+    """A setting's legend entry: its window, and max_length where it ran past it."""
+    if not run.effective_window:
+        return name
+    past = f", max_length {run.max_length}" if run.max_length and run.max_length != run.effective_window else ""
+    return f"{name} (window {run.effective_window}{past})"
+
+
 def draw(comparison: Comparison, output_dir: Path) -> list[tuple[Path, str]]:
     """Draw the card's perplexity figures; return [(path, caption)]."""
     drawn = []
     for task in perplexity_tasks(comparison.runs):
         path = output_dir / f"perplexity_{comparison.slug}_{task}.png"
-        title = f"{task}: {comparison.model}, perplexity against context length, one line per RoPE setting (bars: 95%)"
-        labels = [f"{name} (window {run.effective_window})" if run.effective_window else name
-                  for run, name in zip(comparison.runs, comparison.settings)]  # fmt: skip
+        title = (f"{task}: {comparison.model}, one line per RoPE setting\n"
+                 "perplexity against context length (bars: 95%)")
+        labels = [_legend(run, name) for run, name in zip(comparison.runs, comparison.settings)]
         plot_perplexity(comparison.runs, labels, task, title, path)
         drawn.append((path, f"{task}, {comparison.model}: perplexity against length, one line per RoPE setting"))
     return drawn

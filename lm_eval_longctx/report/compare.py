@@ -1,7 +1,7 @@
 """RoPE settings compared: the runs of one model under several RoPE settings, one row per setting.
 
 Runs are one model when they name the same model (``Run.model``: chat template and prompt version
-included) through the same lm-eval model and arguments apart from RoPE (``Run.setup``). A model
+included) through the same lm-eval model and arguments apart from RoPE and max_length (``Run.setup``). A model
 gets a comparison when its runs hold two or more RoPE settings. Each row gives the setting, the
 window the model took, the effective context length per longctx task, the ``longctx`` score, and
 every other task's headline score with its change against the run without RoPE scaling (``none``):
@@ -28,7 +28,7 @@ class Comparison:
     """One model's runs under several RoPE settings, in table order."""
 
     model: str
-    setup: str  # the lm-eval model and its arguments apart from RoPE
+    setup: str  # the lm-eval model and its arguments apart from RoPE and max_length
     runs: tuple[Run, ...]  # none first, then by kind, factor and theta; repeats of a setting in given order
     settings: tuple[str, ...]  # each run's row name: its RoPE setting, with the run's name where repeated
     slug: str  # file-name part, distinct among the report's comparisons

@@ -15,6 +15,9 @@ from lm_eval_longctx.catalog import TASKS
 # The model arguments that set RoPE (hf-longctx's, as rope.parse_rope_args takes them): runs whose
 # other arguments agree are one model under different RoPE settings.
 ROPE_ARGS = ("rope_scaling", "rope_theta")
+# Set per setting and shown in the comparison's window column, so not part of the model's setup:
+# the papers' table runs `none` with max_length past its window beside the scaled settings.
+WINDOW_ARGS = (*ROPE_ARGS, "max_length")
 UNKNOWN_ROPE = (2,)  # rope_order of a setting nobody recorded: after every known one
 
 
@@ -72,8 +75,8 @@ def rope_order(rope_parameters: Mapping | None, rope_theta_override=None) -> tup
 
 
 def model_setup(config: Mapping) -> str:
-    """Return the lm-eval model and its arguments apart from RoPE: ``hf-longctx pretrained=/m,dtype=float32``."""
-    args = {key: value for key, value in model_args(config).items() if key not in ROPE_ARGS}
+    """Return the lm-eval model and its arguments apart from RoPE and max_length: ``hf-longctx pretrained=/m,dtype=float32``."""
+    args = {key: value for key, value in model_args(config).items() if key not in WINDOW_ARGS}
     listed = ",".join(f"{key}={value}" for key, value in sorted(args.items()))
     return f"{config.get('model') or 'unknown model'} {listed}".strip()
 

@@ -43,7 +43,7 @@ class Run:
     other_scores: dict[str, float] = field(default_factory=dict)
     slug: str = ""
     # For comparing RoPE settings of one model:
-    setup: str = ""  # the lm-eval model and its arguments apart from RoPE: "hf-longctx pretrained=/m"
+    setup: str = ""  # the lm-eval model and its arguments apart from RoPE and max_length: "hf-longctx pretrained=/m"
     rope_order: tuple = UNKNOWN_ROPE  # sort key of the setting; (0, ...) only for no scaling at all
     effective_window: int | None = None  # tokens the model took: scaled window, or lm-eval's max_length
     other_headlines: dict[str, str] = field(default_factory=dict)  # other task -> its other_scores key
