@@ -6,13 +6,15 @@
 # scripts/llama_cpp_wheel.sh; LONGCTX_REQUIRE_SERVER=1 makes them fail, not skip, without it.
 # Then scripts/test_tf4.sh: the RoPE and model tests again under transformers 4.x. Last,
 # scripts/test_vllm.sh: the vLLM tests in their own venv, whose install (about 5 minutes, mostly
-# download) starts in the background at once and runs beside the suite. The suite runs on
-# LONGCTX_TEST_WORKERS pytest-xdist workers (default 2: the project's machines have 2 cores).
+# download) starts in the background at once and runs beside the suite, niced so the suite keeps
+# its two cores. The suite runs on
+# LONGCTX_TEST_WORKERS pytest-xdist workers (default 2: the project's machines have 2 cores), as
+# do the console re-run and the transformers 4.x leg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${VENV:-.venv-test}
 vllm_log=$(mktemp)
-bash scripts/test_vllm.sh --setup-only >"$vllm_log" 2>&1 &
+nice -n 10 bash scripts/test_vllm.sh --setup-only >"$vllm_log" 2>&1 &
 vllm_setup=$!
 bash scripts/setup.sh "$venv"
 wheel=$(bash scripts/llama_cpp_wheel.sh "$venv/bin/python")
@@ -22,7 +24,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 . "$venv/bin/activate"
 python -m pytest -p no:cacheprovider -n "${LONGCTX_TEST_WORKERS:-2}" "$@"
 "$venv/bin/python" -m pip install -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
-python -m pytest -p no:cacheprovider tests/test_console.py
+python -m pytest -p no:cacheprovider -n "${LONGCTX_TEST_WORKERS:-2}" tests/test_console.py
 
 bash scripts/test_tf4.sh "$@"
 

@@ -18,4 +18,4 @@ PY
 mapfile -t files < <(grep -l "pytest.mark.tf4" tests/test_*.py)
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 . "$venv/bin/activate"
-python -m pytest -p no:cacheprovider -m tf4 "$@" "${files[@]}"
+python -m pytest -p no:cacheprovider -n "${LONGCTX_TEST_WORKERS:-2}" -m tf4 "$@" "${files[@]}"
